@@ -1,0 +1,20 @@
+"""Model math in plain PyTorch + torchvision (no detectron2 import)."""
+
+from .deform_conv import ModulatedDeformConv, modulated_deform_conv
+from .dyhead import DeformConvGN, DyHead, DyHeadBlock, ScaleAttention, check_pyramid
+from .dyrelu import DyReLU, hard_sigmoid
+from .offset_modes import OFFSET_MODES, read_high_branch_offset
+
+__all__ = [
+    "DeformConvGN",
+    "DyHead",
+    "DyHeadBlock",
+    "DyReLU",
+    "ModulatedDeformConv",
+    "OFFSET_MODES",
+    "ScaleAttention",
+    "check_pyramid",
+    "hard_sigmoid",
+    "modulated_deform_conv",
+    "read_high_branch_offset",
+]

@@ -1,0 +1,240 @@
+"""The DyHead neck: blocks of scale-, spatial- and task-aware attention over a feature pyramid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .deform_conv import ModulatedDeformConv
+from .dyrelu import DyReLU, hard_sigmoid
+from .offset_modes import check_offset_mode, read_high_branch_offset
+
+__all__ = [
+    "DyHead",
+    "DyHeadBlock",
+    "ScaleAttention",
+    "DeformConvGN",
+    "check_pyramid",
+    "INIT_STYLES",
+]
+
+INIT_STYLES = ("authors", "mmdet")
+
+# Offset and mask of a 3x3 DCNv2 with one deformable group: 9 (dy, dx) pairs + 9 modulation scalars.
+_OFFSET_CHANNELS = 18
+_MASK_CHANNELS = 9
+
+
+class DeformConvGN(nn.Module):
+    """Modulated deformable 3x3 convolution followed by GroupNorm."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int, bias: bool, norm_groups: int
+    ):
+        super().__init__()
+        self.conv = ModulatedDeformConv(
+            in_channels, out_channels, 3, stride=stride, padding=1, bias=bias
+        )
+        self.norm = nn.GroupNorm(norm_groups, out_channels)
+
+    def forward(self, x: Tensor, offset: Tensor, mask: Tensor) -> Tensor:
+        return self.norm(self.conv(x, offset, mask))
+
+
+class ScaleAttention(nn.Module):
+    """Scale-aware attention: one weight in [0.5, 1] per image, from the globally pooled feature."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, 1, 1, 1)."""
+        return hard_sigmoid(F.relu(self.conv(x.mean(dim=(2, 3), keepdim=True))))
+
+
+def check_pyramid(features: Sequence[Tensor], channels: int, owner: str = "DyHead") -> None:
+    """Raise a ValueError naming the offending level unless ``features`` is a valid pyramid.
+
+    A valid pyramid is a non-empty list of (N, channels, H_l, W_l) tensors with one batch size in
+    which every level is what a stride-2, padding-1 3x3 convolution makes of the previous one:
+    ``H_l = ceil(H_{l-1} / 2)`` (so 13x19 -> 7x10).
+    """
+    if not isinstance(features, (list, tuple)):
+        raise TypeError(
+            f"{owner} expects a list of (N, C, H, W) tensors, got {type(features).__name__}"
+        )
+    if len(features) == 0:
+        raise ValueError(f"{owner} got an empty list of feature levels; it needs at least one")
+    for level, f in enumerate(features):
+        if f.dim() != 4:
+            raise ValueError(
+                f"{owner}: level {level} has shape {tuple(f.shape)}; expected (N, C, H, W)"
+            )
+        if f.shape[1] != channels:
+            raise ValueError(
+                f"{owner}: level {level} has {f.shape[1]} channels; expected {channels} "
+                f"(shape {tuple(f.shape)})"
+            )
+        if f.shape[0] != features[0].shape[0]:
+            raise ValueError(
+                f"{owner}: level {level} has batch size {f.shape[0]} "
+                f"but level 0 has {features[0].shape[0]}"
+            )
+        if level > 0:
+            ph, pw = features[level - 1].shape[-2:]
+            want = ((ph + 1) // 2, (pw + 1) // 2)
+            if tuple(f.shape[-2:]) != want:
+                raise ValueError(
+                    f"{owner}: level {level} is {f.shape[-2]}x{f.shape[-1]} but level "
+                    f"{level - 1} is {ph}x{pw}, so level {level} must be {want[0]}x{want[1]} "
+                    "(each level half the size of the previous one, rounded up)"
+                )
+
+
+class DyHeadBlock(nn.Module):
+    """One DyHead block (scale-, spatial- and task-aware attention) applied to every level.
+
+    For level ``l`` an offset/mask is predicted from ``x[l]`` and shared by three modulated
+    deformable convolutions: ``mid`` on ``x[l]``, ``low`` (stride 2) on ``x[l-1]`` and ``high`` on
+    ``x[l+1]``, whose output is bilinearly upsampled (align_corners=True) to ``x[l]``'s size. Each
+    branch is weighted by :class:`ScaleAttention`, the branches are averaged and :class:`DyReLU` is
+    applied. The three convolutions, the attention and DyReLU are shared by all levels.
+
+    Args:
+        in_channels, out_channels: channels of the input and output levels.
+        offset_mode: how the high branch reads the finer level's offset; see
+            :mod:`dyhead_d2.layers.offset_modes` ("official", "topleft", "aligned").
+        dcn_bias: whether the deformable convolutions have a bias (authors: True,
+            MMDetection: False).
+        zero_init_offset: initialise the offset/mask convolution to zero (MMDetection's simple
+            setting).
+        init_style: "authors" (PyTorch defaults for the offset conv and DyReLU, N(0, 0.01) for the
+            scale-attention conv) or "mmdet" (N(0, 0.01) for every plain convolution and DyReLU
+            layer).
+        norm_groups: GroupNorm groups after each deformable convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        offset_mode: str,
+        dcn_bias: bool,
+        zero_init_offset: bool,
+        init_style: str,
+        norm_groups: int = 16,
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.offset_mode = check_offset_mode(offset_mode)
+        if init_style not in INIT_STYLES:
+            raise ValueError(
+                f"Unknown init_style {init_style!r}; expected one of {', '.join(INIT_STYLES)}"
+            )
+        if out_channels % norm_groups != 0:
+            raise ValueError(
+                f"DyHeadBlock: out_channels ({out_channels}) must be divisible by "
+                f"norm_groups ({norm_groups})"
+            )
+        self.offset_conv = nn.Conv2d(in_channels, _OFFSET_CHANNELS + _MASK_CHANNELS, 3, padding=1)
+        self.conv_high = DeformConvGN(in_channels, out_channels, 1, dcn_bias, norm_groups)
+        self.conv_mid = DeformConvGN(in_channels, out_channels, 1, dcn_bias, norm_groups)
+        self.conv_low = DeformConvGN(in_channels, out_channels, 2, dcn_bias, norm_groups)
+        self.scale_attn = ScaleAttention(out_channels)
+        self.task_attn = DyReLU(out_channels)
+        self._init_weights(init_style, zero_init_offset)
+
+    def _init_weights(self, init_style: str, zero_init_offset: bool) -> None:
+        normal_init = [self.scale_attn.conv]
+        if init_style == "mmdet":
+            normal_init += [self.offset_conv, self.task_attn.fc1, self.task_attn.fc2]
+        for m in normal_init:
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+        if zero_init_offset:
+            nn.init.zeros_(self.offset_conv.weight)
+            nn.init.zeros_(self.offset_conv.bias)
+
+    def offset_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Offsets (N, 18, H, W) and sigmoid masks (N, 9, H, W) predicted from one level."""
+        out = self.offset_conv(x)
+        return out[:, :_OFFSET_CHANNELS], out[:, _OFFSET_CHANNELS:].sigmoid()
+
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        """Levels fine to coarse, (N, in_channels, H_l, W_l) -> (N, out_channels, H_l, W_l)."""
+        check_pyramid(features, self.in_channels, type(self).__name__)
+        outputs = []
+        for level, x in enumerate(features):
+            offset, mask = self.offset_and_mask(x)
+            branches = [self.conv_mid(x, offset, mask)]
+            if level > 0:
+                branches.append(self.conv_low(features[level - 1], offset, mask))
+            if level < len(features) - 1:
+                coarser = features[level + 1]
+                size = (coarser.shape[-2], coarser.shape[-1])
+                high = self.conv_high(
+                    coarser,
+                    read_high_branch_offset(offset, size, self.offset_mode),
+                    read_high_branch_offset(mask, size, self.offset_mode),
+                )
+                branches.append(
+                    F.interpolate(high, size=x.shape[-2:], mode="bilinear", align_corners=True)
+                )
+            fused = branches[0] * self.scale_attn(branches[0])
+            for b in branches[1:]:
+                fused = fused + b * self.scale_attn(b)
+            outputs.append(self.task_attn(fused / len(branches)))
+        return outputs
+
+
+class DyHead(nn.Module):
+    """A stack of :class:`DyHeadBlock` applied to a feature pyramid.
+
+    Takes the pyramid as a list of (N, in_channels, H_l, W_l) tensors ordered fine to coarse (any
+    number of levels >= 1; each level half the previous one, rounded up) and returns a list of
+    (N, out_channels, H_l, W_l) tensors. The keyword arguments are those of :class:`DyHeadBlock`;
+    they have no defaults on purpose: each port made different choices and a config must say which
+    one it reproduces.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_blocks: int = 6,
+        *,
+        offset_mode: str,
+        dcn_bias: bool,
+        zero_init_offset: bool,
+        init_style: str,
+        norm_groups: int = 16,
+    ):
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"DyHead needs num_blocks >= 1, got {num_blocks}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.offset_mode = check_offset_mode(offset_mode)
+        self.blocks = nn.ModuleList(
+            DyHeadBlock(
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                offset_mode=offset_mode,
+                dcn_bias=dcn_bias,
+                zero_init_offset=zero_init_offset,
+                init_style=init_style,
+                norm_groups=norm_groups,
+            )
+            for i in range(num_blocks)
+        )
+
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        out = list(features)
+        for block in self.blocks:
+            out = block(out)
+        return out

@@ -1,0 +1,50 @@
+"""How the high branch of a DyHead block reads the offset/mask predicted at the finer level.
+
+The high branch convolves ``x[l + 1]`` (size ``h x w``) with the offset/mask predicted on
+``x[l]`` (size ``H x W``, ``H = 2h`` or ``2h - 1``), so the two ports had to choose which ``h x w``
+part of the ``H x W`` map to use. Released weights were trained with their port's choice, hence
+all are kept:
+
+* ``"official"``: the authors' CUDA kernel does not check shapes. Per image it reads the first
+  ``C * h * w`` values of the flattened ``(C, H, W)`` map as a ``(C, h, w)`` map, so the rows it
+  uses are a scrambled mix of the top rows (DynamicHead issue 25).
+* ``"topleft"``: MMDetection slices the top-left corner, ``[..., :h, :w]``.
+* ``"aligned"``: output location ``(i, j)`` of the high branch uses the prediction at
+  ``(2i, 2j)`` of the finer level, i.e. ``[..., ::2, ::2]``. That is the location a stride-2 3x3
+  convolution with padding 1 (how FPN builds ``x[l + 1]`` from ``x[l]``) centres on, so each
+  high-level pixel gets the offset predicted where it actually lies. The values are used
+  unscaled, as in the other modes.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+__all__ = ["OFFSET_MODES", "check_offset_mode", "read_high_branch_offset"]
+
+OFFSET_MODES = ("official", "topleft", "aligned")
+
+
+def check_offset_mode(offset_mode: str) -> str:
+    if offset_mode not in OFFSET_MODES:
+        raise ValueError(
+            f"Unknown offset_mode {offset_mode!r}; expected one of {', '.join(OFFSET_MODES)} "
+            "('official' = authors' CUDA kernel, 'topleft' = MMDetection, "
+            "'aligned' = location-aligned)"
+        )
+    return offset_mode
+
+
+def read_high_branch_offset(t: Tensor, out_size: tuple[int, int], offset_mode: str) -> Tensor:
+    """Read an ``(N, C, H, W)`` offset or mask map as ``(N, C, h, w)`` for the high branch.
+
+    ``out_size`` is ``(h, w)``, the size of the coarser level, with ``h <= H`` and ``w <= W``.
+    """
+    check_offset_mode(offset_mode)
+    h, w = out_size
+    n, c = t.shape[:2]
+    if offset_mode == "official":
+        return t.reshape(n, -1)[:, : c * h * w].reshape(n, c, h, w)
+    if offset_mode == "topleft":
+        return t[:, :, :h, :w]
+    return t[:, :, ::2, ::2][:, :, :h, :w]
