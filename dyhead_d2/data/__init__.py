@@ -1,0 +1,28 @@
+"""Datasets: a synthetic COCO-format detection dataset that needs no download.
+
+:mod:`.synthetic` needs only numpy and Pillow.
+"""
+
+from .synthetic import (
+    CATEGORY_NAMES,
+    GENERATOR_VERSION,
+    SyntheticImage,
+    SyntheticObject,
+    SyntheticSpec,
+    build_synthetic_coco,
+    default_root,
+    render_synthetic_image,
+    synthetic_cache_dir,
+)
+
+__all__ = [
+    "CATEGORY_NAMES",
+    "GENERATOR_VERSION",
+    "SyntheticImage",
+    "SyntheticObject",
+    "SyntheticSpec",
+    "build_synthetic_coco",
+    "default_root",
+    "render_synthetic_image",
+    "synthetic_cache_dir",
+]
