@@ -1,4 +1,4 @@
-"""Synthetic shapes dataset: determinism, caching, truthful annotations, COCO loading.
+"""Synthetic shapes dataset: determinism, caching, truthful annotations, COCO/Detectron2 loading.
 
 Annotations are checked against an independent re-rendering: each object's outline is rasterised
 here with an even-odd point-in-polygon test at pixel centres (the generator uses Pillow), and the
@@ -6,6 +6,9 @@ object's colour is looked up in the JPEG that was written to disk.
 """
 
 import json
+import os
+import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from dyhead_d2.data import (
     SyntheticSpec,
     build_synthetic_coco,
     default_root,
+    register_synthetic,
     render_synthetic_image,
     synthetic,
     synthetic_cache_dir,
@@ -271,3 +275,55 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
     assert json_file.parent == final
     assert len(json.loads(json_file.read_text())["images"]) == 6
     assert len(list(image_dir.iterdir())) == 6
+
+
+def test_register_without_detectron2_says_how_to_install(monkeypatch, tmp_path):
+    for name in ("detectron2", "detectron2.data", "detectron2.data.datasets"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match="pip install 'git\\+https://github.com/facebookresearch"):
+        register_synthetic(root=tmp_path)
+    assert not os.listdir(tmp_path)  # nothing generated before the check
+
+
+def test_register_with_detectron2(tmp_path):
+    pytest.importorskip("detectron2")
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import load_coco_json
+    from detectron2.structures import BoxMode
+
+    prefix = f"synthetic_test_{uuid.uuid4().hex[:8]}"
+    names = (f"{prefix}_train", f"{prefix}_val")
+    try:
+        assert register_synthetic(prefix, tmp_path, num_train=12, num_val=6, **KW) == names
+        for name, n in zip(names, (12, 6)):
+            meta = MetadataCatalog.get(name)
+            assert meta.thing_classes == list(CATEGORY_NAMES)
+            assert meta.evaluator_type == "coco"
+            dicts = DatasetCatalog.get(name)
+            assert len(dicts) == n
+            num_anns = len(json.loads(Path(meta.json_file).read_text())["annotations"])
+            assert sum(len(d["annotations"]) for d in dicts) == num_anns
+            assert Path(dicts[0]["file_name"]).is_file()
+
+        # load_coco_json directly: COCO ids 1..5 become contiguous 0..4, boxes are kept as XYWH.
+        meta = MetadataCatalog.get(names[1])
+        dicts = load_coco_json(meta.json_file, meta.image_root, names[1])
+        assert meta.thing_dataset_id_to_contiguous_id == {i + 1: i for i in range(5)}
+        coco_anns = json.loads(Path(meta.json_file).read_text())["annotations"]
+        d2_anns = [a for d in dicts for a in d["annotations"]]
+        assert [a["category_id"] for a in d2_anns] == [a["category_id"] - 1 for a in coco_anns]
+        assert [a["bbox"] for a in d2_anns] == [a["bbox"] for a in coco_anns]
+        assert all(a["bbox_mode"] == BoxMode.XYWH_ABS for a in d2_anns)
+
+        # Same arguments: a no-op. Different data under the same names: an error.
+        loader = DatasetCatalog[names[0]]
+        assert register_synthetic(prefix, tmp_path, num_train=12, num_val=6, **KW) == names
+        assert DatasetCatalog[names[0]] is loader
+        with pytest.raises(ValueError, match="already registered with different metadata"):
+            register_synthetic(prefix, tmp_path, num_train=12, num_val=7, **KW)
+    finally:
+        for name in names:
+            if name in DatasetCatalog:
+                DatasetCatalog.remove(name)
+            if name in MetadataCatalog:
+                MetadataCatalog.remove(name)

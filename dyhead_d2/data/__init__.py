@@ -1,8 +1,10 @@
 """Datasets: a synthetic COCO-format detection dataset that needs no download.
 
-:mod:`.synthetic` needs only numpy and Pillow.
+:mod:`.synthetic` needs only numpy and Pillow; :func:`register_synthetic` imports detectron2 when
+called.
 """
 
+from .register import register_synthetic
 from .synthetic import (
     CATEGORY_NAMES,
     GENERATOR_VERSION,
@@ -23,6 +25,7 @@ __all__ = [
     "SyntheticSpec",
     "build_synthetic_coco",
     "default_root",
+    "register_synthetic",
     "render_synthetic_image",
     "synthetic_cache_dir",
 ]
