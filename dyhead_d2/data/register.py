@@ -6,17 +6,12 @@ import logging
 import os
 from typing import Any
 
+from .._detectron2 import require_detectron2
 from .synthetic import CATEGORY_NAMES, build_synthetic_coco
 
 __all__ = ["register_synthetic"]
 
 logger = logging.getLogger(__name__)
-
-_INSTALL_HINT = (
-    "register_synthetic needs detectron2, which is not on PyPI. Install PyTorch first, then: "
-    "python -m pip install 'git+https://github.com/facebookresearch/detectron2.git'"
-)
-
 
 def register_synthetic(
     name_prefix: str = "synthetic",
@@ -41,11 +36,9 @@ def register_synthetic(
 
     Returns the two dataset names.
     """
-    try:
-        from detectron2.data import DatasetCatalog, MetadataCatalog
-        from detectron2.data.datasets import register_coco_instances
-    except ImportError as e:
-        raise ImportError(_INSTALL_HINT) from e
+    require_detectron2("register_synthetic")
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
 
     names = []
     for split, num_images in (("train", num_train), ("val", num_val)):
