@@ -1,13 +1,21 @@
-"""ATSS detector math in plain PyTorch + torchvision + fvcore (no detectron2 import)."""
+"""ATSS detector math in plain PyTorch + torchvision + fvcore (no detectron2 import).
+
+The Detectron2 meta-architecture calls these: :func:`atss_assign` to label anchors,
+:func:`centerness_targets` and :func:`atss_losses` for training, :func:`select_topk_candidates`
+for inference.
+"""
 
 from .assign import atss_assign, box_centers
+from .inference import TOPK_BY, select_topk_candidates
 from .losses import atss_losses, reduce_mean_over_workers
 from .targets import centerness_targets
 
 __all__ = [
+    "TOPK_BY",
     "atss_assign",
     "atss_losses",
     "box_centers",
     "centerness_targets",
     "reduce_mean_over_workers",
+    "select_topk_candidates",
 ]
