@@ -118,6 +118,10 @@ def test_single_candidate_has_zero_std_and_ties_pick_lower_anchor():
     gt = [2.0, 0.0, 18.0, 10.0]
     assert assign([left, right], [2], [gt], topk=1).tolist() == [0, -1]
     assert assign([right, left], [2], [gt], topk=1).tolist() == [0, -1]
+    # Eight identical anchors on a box: the first three are the candidates (and positives, with
+    # IoU 1 = threshold). A plain topk may return any three of them.
+    same = [[40.0, 40.0, 60.0, 60.0]] * 8
+    assert assign(same, [8], same[:1], topk=3).tolist() == [0, 0, 0] + [-1] * 5
     # Three levels of one anchor each: three candidates, an ordinary std.
     anchors = [[0.0, 0.0, 10.0, 10.0], [-5.0, -5.0, 15.0, 15.0], [-15.0, -15.0, 25.0, 25.0]]
     gt = [1.0, 1.0, 9.0, 9.0]

@@ -19,6 +19,19 @@ def box_centers(boxes: Tensor) -> Tensor:
     return (boxes[:, :2] + boxes[:, 2:]) * 0.5
 
 
+def _tie_broken_key(dist2: Tensor) -> Tensor:
+    """Unique int64 keys (n, M) ordered like (distance, anchor index) for (n, M) float32 ``dist2``.
+
+    Grid anchors are often equidistant from a box centre, and which of them ``topk`` returns is
+    unspecified (it differs between CPU and CUDA). The bit pattern of a non-negative float32 orders
+    like its value, so ``bits * n + index`` breaks ties by the lower index at the cost of one
+    O(n) ``topk``, where a stable sort of every column would cost O(n log n).
+    """
+    n = dist2.shape[0]
+    index = torch.arange(n, device=dist2.device, dtype=torch.int64)[:, None]
+    return dist2.view(torch.int32).to(torch.int64) * n + index
+
+
 @torch.no_grad()
 def atss_assign(
     anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor, topk: int = 9
@@ -31,8 +44,9 @@ def atss_assign(
     lies inside the box (every side more than 0.01 away) are positives. An anchor claimed by
     several boxes goes to the one it overlaps most (exact ties: the lowest box index).
 
-    All boxes are handled at once; only the levels are looped over. Ties in centre distance are
-    broken by the lower anchor index (a stable sort), so CPU and CUDA choose the same candidates.
+    All boxes are handled at once; only the levels are looped over. Centre distances are ranked in
+    float32 and ties are broken by the lower anchor index, so CPU and CUDA choose the same
+    candidates.
 
     Divergence from the authors: a box with a single candidate in total (e.g. one level holding a
     single anchor and ``topk = 1``) gets a standard deviation of 0 instead of NaN. The authors'
@@ -68,14 +82,14 @@ def atss_assign(
     anchor_ctr = box_centers(anchors)  # (R, 2)
     # Squared distances rank like Euclidean ones and need no sqrt.
     dist2 = (anchor_ctr[:, None, :] - box_centers(gt_boxes)[None, :, :]).pow(2).sum(dim=2)
+    dist2 = dist2.float()  # see _tie_broken_key
 
     candidates = []
     start = 0
     for n in num_anchors_per_level:
         if n > 0:
-            k = min(topk, n)
-            order = torch.sort(dist2[start : start + n], dim=0, stable=True).indices
-            candidates.append(order[:k] + start)
+            key = _tie_broken_key(dist2[start : start + n])
+            candidates.append(key.topk(min(topk, n), dim=0, largest=False).indices + start)
         start += n
     candidate_idxs = torch.cat(candidates, dim=0)  # (C, M): C anchors per box, levels disjoint
     num_candidates = candidate_idxs.shape[0]
