@@ -15,4 +15,6 @@ def require_detectron2(feature: str) -> None:
     try:
         import detectron2  # noqa: F401
     except ImportError as e:
-        raise ImportError(f"{feature} needs detectron2, which is not installed. {INSTALL_HINT}") from e
+        raise ImportError(
+            f"{feature} needs detectron2, which is not installed. {INSTALL_HINT}"
+        ) from e

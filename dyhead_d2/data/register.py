@@ -13,6 +13,7 @@ __all__ = ["register_synthetic"]
 
 logger = logging.getLogger(__name__)
 
+
 def register_synthetic(
     name_prefix: str = "synthetic",
     root: str | os.PathLike | None = None,

@@ -1,0 +1,10 @@
+"""The Detectron2 layer: DyHead backbone wrapper and ATSS meta-architecture (needs detectron2)."""
+
+from .._detectron2 import require_detectron2
+
+require_detectron2("dyhead_d2.modeling")
+
+from .atss import ATSS  # noqa: E402
+from .backbone import DyHeadBackbone  # noqa: E402
+
+__all__ = ["ATSS", "DyHeadBackbone"]

@@ -1,0 +1,83 @@
+"""DyHeadBackbone: a Detectron2 backbone that runs DyHead blocks on the outputs of an FPN."""
+
+from __future__ import annotations
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone
+from torch import Tensor
+
+from ..layers import DyHead
+
+__all__ = ["DyHeadBackbone"]
+
+
+class DyHeadBackbone(Backbone):
+    """Wraps a pyramid backbone (usually Detectron2's FPN with ``LastLevelP6P7`` on "p5") and
+    applies :class:`dyhead_d2.DyHead` to its levels.
+
+    The output has the same feature names and strides as the wrapped backbone and
+    ``dyhead.out_channels`` channels. Images are padded to a multiple of the largest stride (128 for
+    P7), which keeps every level exactly half of the previous one, as DyHead requires.
+    """
+
+    def __init__(self, *, fpn: Backbone, dyhead: DyHead, in_features: list[str] | None = None):
+        """
+        Args:
+            fpn: a Backbone returning a pyramid whose levels are successively stride-2 apart.
+            dyhead: the DyHead tower; its ``in_channels`` must match the pyramid's channels.
+            in_features: the pyramid levels to use, fine to coarse. Default: all of them.
+        """
+        super().__init__()
+        self.fpn = fpn
+        self.dyhead = dyhead
+        shapes = fpn.output_shape()
+        if in_features is None:
+            in_features = sorted(shapes, key=lambda k: shapes[k].stride)
+        unknown = [f for f in in_features if f not in shapes]
+        if unknown:
+            raise ValueError(
+                f"DyHeadBackbone: in_features {unknown} are not produced by the wrapped backbone, "
+                f"which outputs {sorted(shapes)}"
+            )
+        strides = [shapes[f].stride for f in in_features]
+        for prev, (name, stride) in zip(strides, list(zip(in_features, strides))[1:]):
+            if stride != 2 * prev:
+                raise ValueError(
+                    f"DyHeadBackbone: feature {name!r} has stride {stride}, expected {2 * prev} "
+                    f"(in_features {in_features} must be successive stride-2 levels, fine to "
+                    "coarse)"
+                )
+        for f in in_features:
+            if shapes[f].channels != dyhead.in_channels:
+                raise ValueError(
+                    f"DyHeadBackbone: feature {f!r} has {shapes[f].channels} channels but the "
+                    f"DyHead tower expects in_channels={dyhead.in_channels}"
+                )
+        self.in_features = list(in_features)
+        self._out_features = list(in_features)
+        self._out_feature_strides = {f: shapes[f].stride for f in in_features}
+        self._out_feature_channels = {f: dyhead.out_channels for f in in_features}
+        self._size_divisibility = max(max(strides), fpn.size_divisibility)
+        self._square_pad = fpn.padding_constraints.get("square_size", 0)
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._size_divisibility
+
+    @property
+    def padding_constraints(self) -> dict[str, int]:
+        return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """(N, 3, H, W) images with H, W multiples of ``size_divisibility`` -> dict of levels."""
+        pyramid = self.fpn(x)
+        outputs = self.dyhead([pyramid[f] for f in self.in_features])
+        return dict(zip(self.in_features, outputs))
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            f: ShapeSpec(
+                channels=self._out_feature_channels[f], stride=self._out_feature_strides[f]
+            )
+            for f in self._out_features
+        }
