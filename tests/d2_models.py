@@ -8,7 +8,8 @@ from detectron2.config import instantiate
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
-from detectron2.modeling.backbone.resnet import BasicBlock
+from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
+from detectron2.modeling.backbone.swin import SwinTransformer
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
@@ -40,13 +41,63 @@ def tiny_resnet(norm: str = "BN"):
     )
 
 
-def tiny_atss_config(num_classes: int = 3, num_blocks: int = 1, offset_mode: str = "official"):
+def tiny_bottleneck_resnet(stride_in_1x1: bool):
+    """Bottleneck ResNet, caffe/MSRA style (stride in the 1x1 conv) or torchvision style (3x3)."""
+    channels = [16, 32, 64, 96, 128]
+    stages = [
+        L(ResNet.make_stage)(
+            block_class=BottleneckBlock,
+            num_blocks=1,
+            in_channels=channels[i],
+            out_channels=channels[i + 1],
+            bottleneck_channels=channels[i + 1] // 4,
+            stride_per_block=[1 if i == 0 else 2],
+            stride_in_1x1=stride_in_1x1,
+            norm="FrozenBN",
+        )
+        for i in range(4)
+    ]
+    return L(ResNet)(
+        stem=L(BasicStem)(in_channels=3, out_channels=channels[0], norm="FrozenBN"),
+        stages=stages,
+        out_features=["res3", "res4", "res5"],
+        freeze_at=2,
+    )
+
+
+def tiny_swin():
+    """Detectron2's SwinTransformer with one block per stage and 16..128 channels."""
+    return L(SwinTransformer)(
+        embed_dim=16,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 2, 4),
+        window_size=4,
+        drop_path_rate=0.0,
+        out_indices=(1, 2, 3),
+    )
+
+
+BOTTOM_UPS = {
+    "resnet_basic": (tiny_resnet, ["res3", "res4", "res5"]),
+    "resnet_caffe": (lambda: tiny_bottleneck_resnet(True), ["res3", "res4", "res5"]),
+    "resnet_torchvision": (lambda: tiny_bottleneck_resnet(False), ["res3", "res4", "res5"]),
+    "swin": (tiny_swin, ["p1", "p2", "p3"]),
+}
+
+
+def tiny_atss_config(
+    num_classes: int = 3,
+    num_blocks: int = 1,
+    offset_mode: str = "official",
+    bottom_up: str = "resnet_basic",
+):
     """LazyConfig of a tiny ATSS + DyHead; ``instantiate`` it to get the model."""
+    make_bottom_up, in_features = BOTTOM_UPS[bottom_up]
     return L(ATSS)(
         backbone=L(DyHeadBackbone)(
             fpn=L(FPN)(
-                bottom_up=tiny_resnet(),
-                in_features=["res3", "res4", "res5"],
+                bottom_up=make_bottom_up(),
+                in_features=in_features,
                 out_channels=WIDTH,
                 top_block=L(LastLevelP6P7)(in_channels=WIDTH, out_channels=WIDTH, in_feature="p5"),
             ),

@@ -54,6 +54,20 @@ def test_backbone_outputs_and_padding():
     ]
 
 
+@pytest.mark.parametrize("bottom_up", ["resnet_caffe", "resnet_torchvision", "swin"])
+def test_backbone_wraps_any_bottom_up(bottom_up):
+    model = build_tiny_atss(bottom_up=bottom_up)
+    images = model.preprocess_image([make_input(200, 136, [], [])])
+    assert tuple(images.tensor.shape[-2:]) == (256, 256)
+    feats = model.backbone(images.tensor)
+    assert list(feats) == ["p3", "p4", "p5", "p6", "p7"]
+    assert [tuple(f.shape[1:]) for f in feats.values()] == [
+        (32, 256 // s, 256 // s) for s in (8, 16, 32, 64, 128)
+    ]
+    losses = train_losses(model, [make_input(200, 136, [[10, 10, 90, 120]], [1])])
+    assert set(losses) == LOSS_KEYS and all(torch.isfinite(v) for v in losses.values())
+
+
 def test_backbone_rejects_channel_mismatch():
     from detectron2.config import instantiate
 
