@@ -272,3 +272,25 @@ def test_cuda_float32_and_autocast_float16():
         out = tower_cuda(feats_cuda)
     for o, r in zip(out, ref):
         assert (o.float().cpu() - r).abs().max() < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("offset_mode", OFFSET_MODES)
+def test_full_width_block_matches_literal_reference(offset_mode):
+    # The published width (256 channels, 16 GroupNorm groups of 16) on the P3-P7 pyramid of a
+    # 128x160 image, against the same literal reference.
+    torch.manual_seed(0)
+    block = DyHeadBlock(
+        256,
+        256,
+        offset_mode=offset_mode,
+        dcn_bias=True,
+        zero_init_offset=False,
+        init_style="authors",
+    )
+    feats = pyramid(batch=1, sizes=((16, 20), (8, 10), (4, 5), (2, 3), (1, 2)), channels=256)
+    out = block(feats)
+    ref = reference_block(block, feats, offset_mode)
+    for level, (o, r) in enumerate(zip(out, ref)):
+        diff = (o.double() - r).abs().max().item()
+        assert diff <= 1e-5, f"level {level}: max abs diff {diff}"

@@ -4,7 +4,7 @@
 called.
 """
 
-from .register import register_synthetic
+from .register import register_synthetic, synthetic_dataset
 from .synthetic import (
     CATEGORY_NAMES,
     GENERATOR_VERSION,
@@ -28,4 +28,5 @@ __all__ = [
     "register_synthetic",
     "render_synthetic_image",
     "synthetic_cache_dir",
+    "synthetic_dataset",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from .._detectron2 import require_detectron2
 from .synthetic import CATEGORY_NAMES, build_synthetic_coco
 
-__all__ = ["register_synthetic"]
+__all__ = ["register_synthetic", "synthetic_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +79,15 @@ def register_synthetic(
         logger.info(f"Registered dataset '{name}' ({num_images} images, {json_file})")
         names.append(name)
     return names[0], names[1]
+
+
+def synthetic_dataset(split: str, name_prefix: str = "synthetic", **kwargs: Any) -> str:
+    """Register the synthetic splits (see :func:`register_synthetic`) and return ``split``'s name.
+
+    Meant for LazyConfig files: ``names=L(synthetic_dataset)(split="train")`` registers the data
+    in whichever process builds the data loader or evaluator, including launched workers.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"synthetic_dataset: split must be 'train' or 'val', got {split!r}")
+    train, val = register_synthetic(name_prefix, **kwargs)
+    return train if split == "train" else val

@@ -3,6 +3,7 @@
 from .deform_conv import ModulatedDeformConv, modulated_deform_conv
 from .dyhead import DeformConvGN, DyHead, DyHeadBlock, ScaleAttention, check_pyramid
 from .dyrelu import DyReLU, hard_sigmoid
+from .frozen_stats_bn import FrozenStatsBatchNorm2d
 from .offset_modes import OFFSET_MODES, read_high_branch_offset
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "DyHead",
     "DyHeadBlock",
     "DyReLU",
+    "FrozenStatsBatchNorm2d",
     "ModulatedDeformConv",
     "OFFSET_MODES",
     "ScaleAttention",

@@ -6,5 +6,6 @@ require_detectron2("dyhead_d2.modeling")
 
 from .atss import ATSS  # noqa: E402
 from .backbone import DyHeadBackbone  # noqa: E402
+from .top_block import LastLevelP6P7NoReLU  # noqa: E402
 
-__all__ = ["ATSS", "DyHeadBackbone"]
+__all__ = ["ATSS", "DyHeadBackbone", "LastLevelP6P7NoReLU"]

@@ -20,12 +20,22 @@ class DyHeadBackbone(Backbone):
     P7), which keeps every level exactly half of the previous one, as DyHead requires.
     """
 
-    def __init__(self, *, fpn: Backbone, dyhead: DyHead, in_features: list[str] | None = None):
+    def __init__(
+        self,
+        *,
+        fpn: Backbone,
+        dyhead: DyHead,
+        in_features: list[str] | None = None,
+        size_divisibility: int | None = None,
+    ):
         """
         Args:
             fpn: a Backbone returning a pyramid whose levels are successively stride-2 apart.
             dyhead: the DyHead tower; its ``in_channels`` must match the pyramid's channels.
             in_features: the pyramid levels to use, fine to coarse. Default: all of them.
+            size_divisibility: pad images to a multiple of this. Default: the largest stride,
+                as the authors do. MMDetection's "simple" setting pads to 32 only; the coarse
+                levels are then rounded up, which DyHead handles.
         """
         super().__init__()
         self.fpn = fpn
@@ -57,7 +67,14 @@ class DyHeadBackbone(Backbone):
         self._out_features = list(in_features)
         self._out_feature_strides = {f: shapes[f].stride for f in in_features}
         self._out_feature_channels = {f: dyhead.out_channels for f in in_features}
-        self._size_divisibility = max(max(strides), fpn.size_divisibility)
+        if size_divisibility is None:
+            size_divisibility = max(max(strides), fpn.size_divisibility)
+        elif size_divisibility < fpn.size_divisibility:
+            raise ValueError(
+                f"DyHeadBackbone: size_divisibility={size_divisibility} is smaller than the "
+                f"wrapped backbone's {fpn.size_divisibility}"
+            )
+        self._size_divisibility = size_divisibility
         self._square_pad = fpn.padding_constraints.get("square_size", 0)
 
     @property

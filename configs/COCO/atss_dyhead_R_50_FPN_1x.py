@@ -1,0 +1,52 @@
+# ATSS + DyHead, R-50 (torchvision weights, pytorch style), 1x: MMDetection's "simple" setting,
+# 43.3 box AP on COCO val2017 (configs/dyhead/atss_r50_fpn_dyhead_1x_coco.py there).
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import BasicStem, ResNet
+
+from dyhead_d2.layers import FrozenStatsBatchNorm2d
+from dyhead_d2.modeling import LastLevelP6P7NoReLU
+
+from ..common.coco_schedule import multi_step_schedule
+from ..common.data.coco import dataloader
+from ..common.models.atss_dyhead import model
+from ..common.optim import SGD as optimizer
+from ..common.train import train
+
+# torchvision-style ResNet: stride in the 3x3 conv, BatchNorm with frozen statistics and a
+# trainable affine (MMDetection's norm_eval=True); stem + res2 frozen (frozen_stages=1).
+model.backbone.fpn.bottom_up = L(ResNet)(
+    stem=L(BasicStem)(in_channels=3, out_channels=64, norm=FrozenStatsBatchNorm2d),
+    stages=L(ResNet.make_default_stages)(
+        depth=50, stride_in_1x1=False, norm=FrozenStatsBatchNorm2d
+    ),
+    out_features=["res3", "res4", "res5"],
+    freeze_at=2,
+)
+# MMDetection's FPN adds P6/P7 on the P5 output with no ReLU before P7.
+model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
+    in_channels=256, out_channels=256, in_feature="p5"
+)
+model.backbone.size_divisibility = 32  # no padding to 128 in this setting
+model.backbone.dyhead.offset_mode = "topleft"  # MMDetection's reading
+model.backbone.dyhead.dcn_bias = False
+model.backbone.dyhead.zero_init_offset = True
+model.backbone.dyhead.init_style = "mmdet"
+model.head.pred_kernel_size = 3
+model.anchor_generator.offset = 0.0
+model.test_topk_by = "prob"
+model.pixel_mean = [123.675, 116.28, 103.53]
+model.pixel_std = [58.395, 57.12, 57.375]
+model.input_format = "RGB"
+
+dataloader.train.mapper.image_format = "RGB"
+dataloader.train.total_batch_size = 16  # 4 GPUs x 4 images
+
+# 12 epochs of the 117,266 training images with annotations at 16 per batch (7,330 iterations
+# each), x0.1 after epochs 8 and 11, 500 warm-up iterations.
+MAX_ITER = 12 * 7330
+lr_multiplier = multi_step_schedule(MAX_ITER, (8 * 7330, 11 * 7330), warmup_iters=500)
+optimizer.lr = 0.01
+
+# torchvision's ImageNet ResNet-50 (IMAGENET1K_V1), converted to Detectron2's layout on loading.
+train.init_checkpoint = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+train.max_iter = MAX_ITER

@@ -1,0 +1,46 @@
+# ATSS + DyHead, Swin-T, 2x (90k iterations of 32 images), multi-scale training: the authors'
+# configs/dyhead_swint_atss_fpn_2x_ms.yaml, 49.8 box AP on COCO val2017.
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import SwinTransformer
+
+from ..common.coco_schedule import multi_step_schedule
+from ..common.data.coco import dataloader
+from ..common.models.atss_dyhead import model
+from ..common.optim import AdamW as optimizer
+from ..common.train import train
+
+model.backbone.fpn.bottom_up = L(SwinTransformer)(
+    pretrain_img_size=224,
+    embed_dim=96,
+    depths=(2, 2, 6, 2),
+    num_heads=(3, 6, 12, 24),
+    window_size=7,
+    mlp_ratio=4.0,
+    drop_path_rate=0.2,
+    ape=False,
+    patch_norm=True,
+    out_indices=(1, 2, 3),  # strides 8, 16, 32 (Detectron2 names them p1, p2, p3)
+)
+model.backbone.fpn.in_features = ["p1", "p2", "p3"]
+model.backbone.dyhead.offset_mode = "official"
+model.backbone.dyhead.dcn_bias = True
+model.backbone.dyhead.zero_init_offset = False
+model.backbone.dyhead.init_style = "authors"
+model.pixel_mean = [123.675, 116.28, 103.53]
+model.pixel_std = [58.395, 57.12, 57.375]
+model.input_format = "RGB"
+
+dataloader.train.mapper.image_format = "RGB"
+dataloader.train.mapper.augmentations[0].short_edge_length = tuple(range(640, 801, 32))
+dataloader.train.total_batch_size = 32
+
+optimizer.lr = 1e-4
+optimizer.weight_decay = 0.05
+lr_multiplier = multi_step_schedule(90000, (60000, 80000))
+
+# Swin-T ImageNet-1k weights, converted to Detectron2's SwinTransformer on loading.
+train.init_checkpoint = (
+    "https://github.com/SwinTransformer/storage/releases/download/v1.0.0/"
+    "swin_tiny_patch4_window7_224.pth"
+)
+train.max_iter = 90000

@@ -1,0 +1,34 @@
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+
+from dyhead_d2.layers import DyHead
+from dyhead_d2.modeling import DyHeadBackbone
+
+# ResNet-50 (MSRA caffe style: stride in the 1x1 conv, FrozenBN, stem + res2 frozen) + FPN on
+# res3-res5 with P6/P7 from the P5 output, then 6 DyHead blocks: the authors' backbone. The DyHead
+# choices that differ between the ports are left '???': every model file must state them.
+backbone = L(DyHeadBackbone)(
+    fpn=L(FPN)(
+        bottom_up=L(ResNet)(
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=True, norm="FrozenBN"),
+            out_features=["res3", "res4", "res5"],
+            freeze_at=2,  # stem and res2
+        ),
+        in_features=["res3", "res4", "res5"],
+        out_channels=256,
+        norm="",
+        fuse_type="sum",
+        top_block=L(LastLevelP6P7)(in_channels=256, out_channels=256, in_feature="p5"),
+    ),
+    dyhead=L(DyHead)(
+        in_channels=256,
+        out_channels=256,
+        num_blocks=6,
+        offset_mode="???",
+        dcn_bias="???",
+        zero_init_offset="???",
+        init_style="???",
+    ),
+)

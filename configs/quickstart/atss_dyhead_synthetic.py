@@ -1,0 +1,75 @@
+# A small ATSS + DyHead trained from scratch on the embedded synthetic shapes dataset: the same code
+# path as the COCO models, sized to train and evaluate on a 2-core CPU in minutes, no download.
+#   python train_net.py --config-file configs/quickstart/atss_dyhead_synthetic.py
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import BasicStem, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone.resnet import BasicBlock
+
+from dyhead_d2.data import synthetic_dataset
+
+from ..common.coco_schedule import multi_step_schedule
+from ..common.data.coco import dataloader
+from ..common.models.atss_dyhead import model
+from ..common.optim import SGD as optimizer
+from ..common.train import train
+
+WIDTHS = (32, 32, 64, 128, 256)  # stem, res2..res5: a half-width ResNet-18
+FPN_CHANNELS = 64
+MAX_ITER = 1000
+
+# Backbone from scratch: GroupNorm, which does not depend on the small per-process batch.
+model.backbone.fpn.bottom_up = L(ResNet)(
+    stem=L(BasicStem)(in_channels=3, out_channels=WIDTHS[0], norm="GN"),
+    stages=[
+        L(ResNet.make_stage)(
+            block_class=BasicBlock,
+            num_blocks=2,
+            in_channels=WIDTHS[i],
+            out_channels=WIDTHS[i + 1],
+            stride_per_block=[1 if i == 0 else 2, 1],
+            norm="GN",
+        )
+        for i in range(4)
+    ],
+    out_features=["res3", "res4", "res5"],
+    freeze_at=0,
+)
+model.backbone.fpn.out_channels = FPN_CHANNELS
+model.backbone.fpn.norm = "GN"
+model.backbone.fpn.top_block = L(LastLevelP6P7)(
+    in_channels=FPN_CHANNELS, out_channels=FPN_CHANNELS, in_feature="p5"
+)
+model.backbone.dyhead.in_channels = FPN_CHANNELS
+model.backbone.dyhead.out_channels = FPN_CHANNELS
+model.backbone.dyhead.num_blocks = 3
+model.backbone.dyhead.offset_mode = "aligned"
+model.backbone.dyhead.dcn_bias = True
+model.backbone.dyhead.zero_init_offset = True  # stable start from scratch
+model.backbone.dyhead.init_style = "mmdet"
+model.head.in_channels = FPN_CHANNELS
+model.num_classes = 5
+# Images are 256x256: anchors 4x the stride suit objects of 8..128 pixels.
+model.anchor_generator.sizes = [[32], [64], [128], [256], [512]]
+model.pixel_mean = [127.5, 127.5, 127.5]
+model.pixel_std = [64.0, 64.0, 64.0]
+
+dataloader.train.dataset.names = L(synthetic_dataset)(split="train")
+dataloader.train.dataset.filter_empty = False  # empty images are part of the task
+dataloader.train.mapper.augmentations = [L(T.RandomFlip)(horizontal=True)]
+dataloader.train.total_batch_size = 8
+dataloader.train.num_workers = 1
+dataloader.test.dataset.names = L(synthetic_dataset)(split="val")
+dataloader.test.mapper.augmentations = []
+dataloader.test.num_workers = 1
+
+optimizer.lr = 0.02
+lr_multiplier = multi_step_schedule(MAX_ITER, (int(MAX_ITER * 0.75), int(MAX_ITER * 0.9)), 100)
+
+train.output_dir = "./output/quickstart"
+train.max_iter = MAX_ITER
+train.eval_period = MAX_ITER
+train.checkpointer = dict(period=200, max_to_keep=3)
+train.log_period = 20
+train.seed = 0

@@ -1,0 +1,98 @@
+"""Loading LazyConfig files and ``key=value`` overrides with errors a user can act on."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import torch
+from detectron2.config import LazyConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+__all__ = ["ConfigError", "load_config", "resolve_device"]
+
+_ABSENT = object()
+
+
+class ConfigError(ValueError):
+    """A mistake in a config file, an override or what they point to; the message says which."""
+
+
+def _all_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        items = ((str(k), node._get_node(k)) for k in node.keys())
+    elif isinstance(node, ListConfig):
+        items = ((str(i), node._get_node(i)) for i in range(len(node)))
+    else:
+        return keys
+    for k, child in items:
+        full = f"{prefix}.{k}" if prefix else k
+        keys.append(full)
+        if isinstance(child, (DictConfig, ListConfig)):
+            keys.extend(_all_keys(child, full))
+    return keys
+
+
+def _override_key(override: str) -> tuple[str, bool]:
+    """``(key, adds_new_key)`` of one hydra-style override such as ``a.b=1`` or ``+a.c=2``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([override])
+    except Exception as e:  # hydra raises its own OverrideParseException
+        raise ConfigError(f"cannot parse override {override!r}: {e}") from e
+    return parsed.key_or_group, parsed.is_add()
+
+
+def load_config(config_file: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Load a LazyConfig file and apply ``key=value`` overrides.
+
+    Unlike ``LazyConfig.apply_overrides`` alone, an override of a key the config does not have is
+    an error (with the closest existing keys as suggestions) instead of silently adding a key a
+    typo made up; prefix the key with ``+`` to add one on purpose. Values a config leaves as
+    ``???`` must be set by then.
+    """
+    if not os.path.isfile(config_file):
+        raise ConfigError(f"config file {config_file!r} does not exist")
+    try:
+        cfg = LazyConfig.load(config_file)
+    except Exception as e:
+        raise ConfigError(
+            f"cannot load config file {config_file!r}: {type(e).__name__}: {e}"
+        ) from e
+    known = None
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not of the form key=value")
+        key, adds = _override_key(override)
+        if not adds and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            known = known if known is not None else _all_keys(cfg)
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"override {override!r}: {config_file} has no key {key!r}{hint} "
+                f"(write +{key}=... to add a new key)"
+            )
+    try:
+        LazyConfig.apply_overrides(cfg, list(overrides))
+    except Exception as e:
+        raise ConfigError(f"cannot apply overrides {list(overrides)}: {e}") from e
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{config_file} leaves these keys unset ('???'); set them in the config or with "
+            f"key=value overrides: {', '.join(missing)}"
+        )
+    return cfg
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"`` (or empty) -> "cuda" when a GPU is visible, else "cpu"; anything else as is."""
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device={device!r} but no CUDA device is available; use train.device=auto or cpu"
+        )
+    return str(device)
