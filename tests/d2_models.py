@@ -79,6 +79,8 @@ def tiny_swin():
 
 BOTTOM_UPS = {
     "resnet_basic": (tiny_resnet, ["res3", "res4", "res5"]),
+    # Batch-independent norm, for comparing one process with several.
+    "resnet_frozen_bn": (lambda: tiny_resnet("FrozenBN"), ["res3", "res4", "res5"]),
     "resnet_caffe": (lambda: tiny_bottleneck_resnet(True), ["res3", "res4", "res5"]),
     "resnet_torchvision": (lambda: tiny_bottleneck_resnet(False), ["res3", "res4", "res5"]),
     "swin": (tiny_swin, ["p1", "p2", "p3"]),

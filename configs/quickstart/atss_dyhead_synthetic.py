@@ -55,12 +55,14 @@ model.anchor_generator.sizes = [[32], [64], [128], [256], [512]]
 model.pixel_mean = [127.5, 127.5, 127.5]
 model.pixel_std = [64.0, 64.0, 64.0]
 
-dataloader.train.dataset.names = L(synthetic_dataset)(split="train")
+# Both loaders register both splits; they must ask for the same data.
+SYNTHETIC = dict(num_train=3000, num_val=300, image_size=256, seed=0)
+dataloader.train.dataset.names = L(synthetic_dataset)(split="train", **SYNTHETIC)
 dataloader.train.dataset.filter_empty = False  # empty images are part of the task
 dataloader.train.mapper.augmentations = [L(T.RandomFlip)(horizontal=True)]
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 1
-dataloader.test.dataset.names = L(synthetic_dataset)(split="val")
+dataloader.test.dataset.names = L(synthetic_dataset)(split="val", **SYNTHETIC)
 dataloader.test.mapper.augmentations = []
 dataloader.test.num_workers = 1
 

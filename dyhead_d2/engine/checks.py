@@ -23,7 +23,13 @@ def dataset_names(names) -> list[str]:
     """The dataset names a config's ``dataset.names`` denotes (a string, a list, or a LazyCall
     that registers a dataset and returns its name)."""
     if isinstance(names, DictConfig) and "_target_" in names:
-        names = instantiate(names)
+        try:
+            names = instantiate(names)
+        except Exception as e:
+            raise ConfigError(
+                f"cannot get dataset names from {OmegaConf.to_yaml(names).strip()!r}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
     if isinstance(names, ListConfig):
         names = OmegaConf.to_object(names)
     if isinstance(names, str):

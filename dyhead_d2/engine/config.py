@@ -63,6 +63,9 @@ def load_config(config_file: str, overrides: list[str] | tuple[str, ...] = ()) -
         ) from e
     known = None
     for override in overrides:
+        if override.startswith("-"):
+            # argparse hands everything after the first override to the overrides.
+            raise ConfigError(f"{override!r} is a flag: put flags before the key=value overrides")
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not of the form key=value")
         key, adds = _override_key(override)

@@ -1,0 +1,222 @@
+"""train_net.py: user mistakes end in one line; training resumes; --eval-only reproduces the AP."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "configs/quickstart/atss_dyhead_synthetic.py"
+
+# The quickstart shrunk to seconds: 16 training and 8 val images, one DyHead block.
+TINY = [
+    "dataloader.train.dataset.names.num_train=16",
+    "dataloader.train.dataset.names.num_val=8",
+    "dataloader.test.dataset.names.num_train=16",
+    "dataloader.test.dataset.names.num_val=8",
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+    "model.backbone.dyhead.num_blocks=1",
+    "train.log_period=1",
+]
+
+
+def run_train_net(args, tmp_path, timeout=600, wait=True):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "train_net.py", *args]
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def train_net_module(monkeypatch, tmp_path):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.chdir(ROOT)
+    import train_net
+
+    yield train_net
+    # Registration is process-wide; leave no synthetic split behind for the next case.
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    for name in ("synthetic_train", "synthetic_val"):
+        if name in DatasetCatalog:
+            DatasetCatalog.remove(name)
+        if name in MetadataCatalog:
+            MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config-file", "configs/nope.py"], "config file 'configs/nope.py' does not exist"),
+        (
+            ["--config-file", QUICKSTART, "train.max_iters=3"],
+            "has no key 'train.max_iters'; did you mean train.max_iter",
+        ),
+        (
+            ["--config-file", QUICKSTART, "model.backbone.dyhead.offset_mode=???"],
+            "leaves these keys unset ('???')",
+        ),
+        (
+            ["--config-file", QUICKSTART, *TINY, "dataloader.train.dataset.names=coco_2099_train"],
+            "dataset 'coco_2099_train' is not registered",
+        ),
+        (
+            ["--config-file", "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py"],
+            "dataset 'coco_2017_train' is registered but its json_file",
+        ),
+        (
+            ["--config-file", QUICKSTART, *TINY, "train.init_checkpoint=/no/such/model.pth"],
+            "checkpoint '/no/such/model.pth' does not exist",
+        ),
+        (["--config-file", QUICKSTART, "--eval-only", *TINY], "--eval-only needs weights"),
+        (
+            ["--config-file", QUICKSTART, *TINY, "--eval-only"],
+            "'--eval-only' is a flag: put flags before the key=value overrides",
+        ),
+    ],
+)
+def test_preflight_names_the_mistake(args, message, train_net_module):
+    from detectron2.engine import default_argument_parser
+
+    from dyhead_d2.engine import ConfigError
+
+    parsed = default_argument_parser().parse_args(args)
+    with pytest.raises(ConfigError) as err:
+        train_net_module.preflight(parsed)
+    assert message in str(err.value)
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+    out = run_train_net(["--config-file", QUICKSTART, "train.max_iters=3"], tmp_path, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("train_net.py: error:")]
+    assert len(errors) == 1 and "has no key 'train.max_iters'" in errors[0]
+    assert "Traceback" not in out.stderr
+
+
+def _metrics(output_dir):
+    lines = (output_dir / "metrics.json").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _printed_ap(log):
+    # print_csv_format's copy-paste lines: a header of metric names, then their values.
+    names = re.findall(r"copypaste: (AP,AP50.*)", log)
+    values = re.findall(r"copypaste: ([0-9.,na]+)\n", log)
+    assert names and values, log[-3000:]
+    # Compared as printed ("nan" where a size range has no object).
+    return dict(zip(names[-1].split(","), values[-1].split(",")))
+
+
+@pytest.mark.slow
+def test_eval_only_reproduces_training_ap(tmp_path):
+    out_dir = tmp_path / "train"
+    common = [*TINY, "model.test_score_thresh=0.0", f"train.output_dir={out_dir}"]
+    run = run_train_net(["--config-file", QUICKSTART, *common, "train.max_iter=6"], tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    trained = _printed_ap(run.stdout + run.stderr)
+    assert (out_dir / "model_final.pth").is_file()
+
+    eval_dir = tmp_path / "eval"
+    evaluated = run_train_net(
+        [
+            "--config-file",
+            QUICKSTART,
+            "--eval-only",
+            *common[:-1],
+            f"train.output_dir={eval_dir}",
+            f"train.init_checkpoint={out_dir / 'model_final.pth'}",
+        ],
+        tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert _printed_ap(evaluated.stdout + evaluated.stderr) == trained
+    # Not only the summary: every detection is the same.
+    detections = [
+        json.loads((d / "inference" / "coco_instances_results.json").read_text())
+        for d in (out_dir, eval_dir)
+    ]
+    assert len(detections[0]) > 0 and detections[0] == detections[1]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    out_dir = tmp_path / "train"
+    args = [
+        "--config-file",
+        QUICKSTART,
+        *TINY,
+        f"train.output_dir={out_dir}",
+        "train.max_iter=12",
+        "train.eval_period=0",
+        "train.checkpointer.period=3",
+        "train.checkpointer.max_to_keep=10",
+    ]
+    proc = run_train_net(args, tmp_path, wait=False)
+    checkpoint = out_dir / "model_0000005.pth"  # saved after iteration 5 (the 6th)
+    deadline = time.time() + 300
+    while not (checkpoint.is_file() and "model_0000005" in _last_checkpoint(out_dir)):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the file finish, then kill as a crash would
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert not (out_dir / "model_final.pth").exists()
+    logged_before_kill = len(_metrics(out_dir))
+
+    resumed = run_train_net(["--resume", *args], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert re.search(r"Loading from .*model_0000005\.pth", log)
+    assert "Starting training from iteration 6" in log
+    assert (out_dir / "model_final.pth").is_file()
+    after = _metrics(out_dir)[logged_before_kill:]
+    iterations = [m["iteration"] for m in after if "lr" in m]
+    assert iterations == list(range(6, 12))
+    # The LR schedule continues where it was: the warm-up is over by iteration 6 of 12.
+    assert all(m["lr"] == pytest.approx(0.02) for m in after if 6 <= m["iteration"] <= 8)
+
+
+def _last_checkpoint(out_dir):
+    path = out_dir / "last_checkpoint"
+    return path.read_text() if path.is_file() else ""
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train(tmp_path):
+    out_dir = tmp_path / "ddp"
+    run = run_train_net(
+        [
+            "--config-file",
+            QUICKSTART,
+            "--num-gpus",
+            "2",
+            *TINY,
+            f"train.output_dir={out_dir}",
+            "train.max_iter=4",
+            "train.eval_period=0",
+        ],
+        tmp_path,
+    )
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    assert "World size: 2" in log
+    assert (out_dir / "model_final.pth").is_file()
+    trained = {m["iteration"] for m in _metrics(out_dir) if "total_loss" in m}
+    assert {0, 1, 2, 3} <= trained
