@@ -1,6 +1,10 @@
 """Checkpoint conversion without detectron2: the strict engine, layout detection, and the DyHead
 tower and ATSS head in the authors' and MMDetection's names."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -282,3 +286,29 @@ def test_tower_and_head_with_a_missing_and_an_unknown_key():
     assert "no rule for checkpoint key backbone.dyhead_tower.0.relu.fc.9.weight" in msg
     assert "head.cls_logits.weight -> head.cls_logits.weight: checkpoint (4, 32, 1, 1)" in msg
     assert "not filled by the checkpoint: backbone.dyhead.blocks.1.task_attn.fc2.bias" in msg
+
+
+_WITHOUT_DETECTRON2 = textwrap.dedent(
+    """
+    import sys
+    sys.modules["detectron2"] = None  # makes `import detectron2` raise ImportError
+    import torch
+    from dyhead_d2.checkpoint import convert_checkpoint
+    sd = {"conv1.weight": torch.ones(2), "layer1.0.conv1.weight": torch.ones(3)}
+    model = {"m.stem.conv1.weight": torch.zeros(2), "m.res2.0.conv1.weight": torch.zeros(3)}
+    print(sorted(convert_checkpoint(sd, model).state_dict))
+    try:
+        from dyhead_d2.checkpoint import DyHeadCheckpointer
+    except ImportError as e:
+        assert "needs detectron2" in str(e) and "pip install" in str(e), e
+        print("ok")
+    """
+)
+
+
+def test_conversion_needs_no_detectron2():
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_DETECTRON2], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['m.res2.0.conv1.weight',", "'m.stem.conv1.weight']", "ok"]
