@@ -25,7 +25,6 @@ from dyhead_d2._detectron2 import require_detectron2
 require_detectron2("train_net.py")
 
 import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.engine import (  # noqa: E402
     AMPTrainer,
@@ -40,6 +39,7 @@ from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
+from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
 from dyhead_d2.engine import (  # noqa: E402
     AutocastForward,
     ConfigError,
@@ -95,8 +95,9 @@ def do_train(args, cfg):
         trainer = SimpleTrainer(build_ddp(cfg, model), train_loader, optimizer)
 
     # Checkpoints hold the bare model (no DDP / autocast wrapper), the optimizer, the iteration and
-    # the LR scheduler, so --resume continues exactly where a killed run stopped.
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    # the LR scheduler, so --resume continues exactly where a killed run stopped. DyHeadCheckpointer
+    # also converts released and ImageNet checkpoints (train.init_checkpoint) on loading.
+    checkpointer = DyHeadCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -126,7 +127,7 @@ def do_train(args, cfg):
 def do_eval(args, cfg):
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir)
+    checkpointer = DyHeadCheckpointer(model, cfg.train.output_dir)
     if args.resume and checkpointer.has_checkpoint():
         checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=True)
     else:

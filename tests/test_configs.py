@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
 
 from detectron2.config import instantiate  # noqa: E402
+from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
 from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E402
 
@@ -55,6 +56,28 @@ PUBLISHED = {
         pad=32,
         pred_kernel=3,
         anchor_offset=0.0,
+        topk_by="prob",
+        batch=16,
+        optimizer="SGD",
+        lr=0.01,
+        wd=1e-4,
+        max_iter=87960,
+        steps=(58640, 80630),
+        warmup=500,
+        train_sizes=(800,),
+        test_size=800,
+        max_size=1333,
+    ),
+    "COCO/atss_dyhead_R_50_caffe_FPN_1x_mmdet.py": dict(
+        meta=ATSS,
+        ap=42.5,
+        weights=R50_MSRA,
+        pixel=BGR_CAFFE,
+        port="mmdet_repro",
+        top_block=LastLevelP6P7NoReLU,
+        pad=128,
+        pred_kernel=1,
+        anchor_offset=0.5,
         topk_by="prob",
         batch=16,
         optimizer="SGD",
@@ -152,9 +175,15 @@ PUBLISHED = {
 }
 
 PORTS = {
-    "authors": dict(offset_mode="official", dcn_bias=True, zero_init_offset=False),
-    "mmdet_simple": dict(offset_mode="topleft", dcn_bias=False, zero_init_offset=True),
-    "mmdet_repro": dict(offset_mode="topleft", dcn_bias=False, zero_init_offset=False),
+    "authors": dict(
+        offset_mode="official", dcn_bias=True, zero_init_offset=False, init_style="authors"
+    ),
+    "mmdet_simple": dict(
+        offset_mode="topleft", dcn_bias=False, zero_init_offset=True, init_style="mmdet"
+    ),
+    "mmdet_repro": dict(
+        offset_mode="topleft", dcn_bias=False, zero_init_offset=False, init_style="mmdet"
+    ),
 }
 
 
@@ -235,6 +264,10 @@ def _instantiate_and_run(name):
     assert (block.conv_mid.conv.bias is not None) == PORTS[want["port"]]["dcn_bias"]
     zero_offset = bool((block.offset_conv.weight == 0).all())
     assert zero_offset == PORTS[want["port"]]["zero_init_offset"]
+    if want["weights"] == R50_MSRA:
+        # MSRA caffe weights: every BatchNorm of the ResNet frozen, statistics and affine.
+        norms = [m for m in model.backbone.fpn.bottom_up.modules() if "Norm" in type(m).__name__]
+        assert norms and all(isinstance(m, FrozenBatchNorm2d) for m in norms)
     model.eval()
     with torch.no_grad():
         out = model([{"image": torch.rand(3, 90, 120) * 255, "height": 45, "width": 60}])

@@ -1,0 +1,38 @@
+# ATSS + DyHead, R-50 (MSRA caffe weights), 1x: MMDetection's "reproduction" setting,
+# 42.5 box AP on COCO val2017 (configs/dyhead/atss_r50-caffe_fpn_dyhead_1x_coco.py there), i.e.
+# the model its released atss_r50_fpn_dyhead_for_reproduction_4x4_1x_coco weights run.
+from detectron2.config import LazyCall as L
+
+from dyhead_d2.modeling import LastLevelP6P7NoReLU
+
+from ..common.coco_schedule import multi_step_schedule
+from ..common.data.coco import dataloader
+from ..common.models.atss_dyhead import model
+from ..common.optim import SGD as optimizer
+from ..common.train import train
+
+# The common backbone is already MMDetection's here: caffe-style ResNet whose BN is frozen
+# entirely (requires_grad=False, norm_eval=True: Detectron2's FrozenBN), stem + res2 frozen
+# (frozen_stages=1), images padded to 128.
+# MMDetection's FPN adds P6/P7 on the P5 output with no ReLU before P7.
+model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
+    in_channels=256, out_channels=256, in_feature="p5"
+)
+model.backbone.dyhead.offset_mode = "topleft"  # MMDetection's reading
+model.backbone.dyhead.dcn_bias = False
+model.backbone.dyhead.zero_init_offset = False  # "to follow official implementation"
+model.backbone.dyhead.init_style = "mmdet"
+# Head: 1x1 predictors and anchor offset 0.5, as the authors (the common model's values).
+model.test_topk_by = "prob"
+
+dataloader.train.total_batch_size = 16  # 4 GPUs x 4 images
+
+# 12 epochs of the 117,266 training images with annotations at 16 per batch (7,330 iterations
+# each), x0.1 after epochs 8 and 11, 500 warm-up iterations.
+MAX_ITER = 12 * 7330
+lr_multiplier = multi_step_schedule(MAX_ITER, (8 * 7330, 11 * 7330), warmup_iters=500)
+optimizer.lr = 0.01
+
+# open-mmlab://detectron2/resnet50_caffe is Detectron2's MSRA R-50 converted to MMDetection.
+train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+train.max_iter = MAX_ITER
