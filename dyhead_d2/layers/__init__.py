@@ -1,11 +1,13 @@
 """Model math in plain PyTorch + torchvision (no detectron2 import)."""
 
-from .deform_conv import ModulatedDeformConv, modulated_deform_conv
+from .deform_conv import DEFORM_IMPLS, ModulatedDeformConv, modulated_deform_conv
 from .dyhead import DeformConvGN, DyHead, DyHeadBlock, ScaleAttention, check_pyramid
 from .dyrelu import DyReLU, hard_sigmoid
 from .offset_modes import OFFSET_MODES, read_high_branch_offset
+from .sampled_deform_conv import sampled_deform_conv
 
 __all__ = [
+    "DEFORM_IMPLS",
     "DeformConvGN",
     "DyHead",
     "DyHeadBlock",
@@ -17,4 +19,5 @@ __all__ = [
     "hard_sigmoid",
     "modulated_deform_conv",
     "read_high_branch_offset",
+    "sampled_deform_conv",
 ]
