@@ -9,7 +9,7 @@ from dyhead_d2.layers import OFFSET_MODES, modulated_deform_conv
 from dyhead_d2.layers.deform_conv import DEFORM_IMPLS, resolve_deform_impl
 from dyhead_d2.layers.sampled_deform_conv import gather_sum, sampled_deform_conv
 
-from .test_dyhead import C, perturb_block, pyramid
+from .test_dyhead import C, make_block, perturb_block, pyramid
 
 TOL = 1e-4
 
@@ -209,6 +209,15 @@ def test_fast_tower_batch_one_and_single_level():
 def test_fast_tower_changes_channels():
     # First block in_channels != out_channels.
     _compare_towers("topleft", pyramid(batch=2, channels=8), c_in=8, c_out=CT)
+
+
+def test_fast_block_matches_per_level_forward():
+    # The fused forward and the per-level loop with the same (sampled) op.
+    block = make_block("official")
+    block.deform_impl = "sampled"
+    feats = pyramid()
+    for o, r in zip(block(feats), block.forward_per_level(feats)):
+        assert (o - r).abs().max().item() <= 1e-5
 
 
 def test_fast_tower_cpu_autocast_bfloat16():

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deform_conv import ModulatedDeformConv, check_deform_impl
+from .deform_conv import ModulatedDeformConv, check_deform_impl, resolve_deform_impl
 from .dyrelu import DyReLU, hard_sigmoid
+from .fast_block import fused_block_forward
 from .offset_modes import check_offset_mode, read_high_branch_offset
 
 __all__ = [
@@ -133,6 +134,10 @@ class DyHeadBlock(nn.Module):
             (default: ``"sampled"`` on CPU, ``"torchvision"`` on other devices). Both compute the
             same function; results agree to float rounding (outputs and gradients, about 1e-6
             relative), which is why the default may differ per device. It changes no parameter.
+
+    ``forward`` runs :meth:`forward_per_level` (the algorithm as written: per level, per branch)
+    when the resolved implementation is ``"torchvision"``, and the fused all-levels forward of
+    :mod:`dyhead_d2.layers.fast_block` when it is ``"sampled"``.
     """
 
     def __init__(
@@ -189,7 +194,9 @@ class DyHeadBlock(nn.Module):
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Levels fine to coarse, (N, in_channels, H_l, W_l) -> (N, out_channels, H_l, W_l)."""
         check_pyramid(features, self.in_channels, type(self).__name__)
-        return self.forward_per_level(features)
+        if resolve_deform_impl(self.deform_impl, features[0].device) == "torchvision":
+            return self.forward_per_level(features)
+        return fused_block_forward(self, features)
 
     def forward_per_level(self, features: Sequence[Tensor]) -> list[Tensor]:
         """The block as the authors wrote it: one level and one branch at a time.

@@ -1,0 +1,179 @@
+"""A DyHead block computed for all pyramid levels at once (the ``"sampled"`` path).
+
+:meth:`DyHeadBlock.forward_per_level` follows the paper: for every level, predict offset/mask,
+run three deformable convolutions, normalise, attend, fuse. The convolution weights are shared by
+all levels, so here every branch is one large computation over all levels instead of one small
+one per level:
+
+* all levels' pixels become the rows of one (sum_l N*H_l*W_l, C) matrix;
+* ``mid`` (stride 1, every level) and ``high`` (stride 1, levels 1.. as inputs) are computed taps
+  first (see :mod:`.sampled_deform_conv`): one GEMM of those rows with the branch's weight, then
+  one gather-sum producing every level's output;
+* ``low`` (stride 2, levels ..L-2 as inputs) gathers its columns for every level with one
+  gather-sum, then one GEMM;
+* normalisation, scale attention, fusion and DyReLU then run per level, as before.
+
+Same parameters and, up to float rounding, the same results as the per-level path (outputs and
+gradients; tested against it and against a literal re-implementation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .offset_modes import read_high_branch_offset
+from .sampled_deform_conv import bilinear_taps, column_weight, gather_sum, tap_weight
+
+__all__ = ["assemble_levels", "fused_block_forward", "fused_deform_branches"]
+
+_FULL_PRECISION = (torch.float32, torch.float64)
+
+
+class _Level:
+    """Where one level's pixels sit in the stacked row matrix."""
+
+    def __init__(self, size: tuple[int, int], start: int, n: int):
+        self.size = size
+        self.start = start
+        self.rows = n * size[0] * size[1]
+
+
+def _stack_rows(features: Sequence[Tensor], dtype: torch.dtype) -> tuple[Tensor, list[_Level]]:
+    """(sum_l N*H_l*W_l, C) rows, level-major then image, row, column; and each level's place."""
+    n = features[0].shape[0]
+    levels, start = [], 0
+    for f in features:
+        levels.append(_Level((f.shape[-2], f.shape[-1]), start, n))
+        start += levels[-1].rows
+    rows = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features])
+    return rows.to(dtype), levels
+
+
+def _taps(offset: Tensor, mask: Tensor, source: _Level, first_row: int, conv) -> tuple:
+    """Corner indices (into rows starting at ``first_row``) and weights of one level's samples."""
+    n = offset.shape[0]
+    h, w = source.size
+    index, weight = bilinear_taps(offset, mask, (h, w), conv.kernel_size, conv.stride, conv.padding)
+    image_start = torch.arange(n, device=offset.device) * (h * w) + (source.start - first_row)
+    return index + image_start.view(n, 1, 1, 1, 1), weight
+
+
+def _taps_first(rows: Tensor, conv, jobs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Stride-1 deformable conv of several levels: one GEMM over ``rows``, one gather-sum.
+
+    ``jobs`` holds each level's (index, weight) from :func:`_taps`, indices relative to ``rows``.
+    Returns the outputs of all jobs stacked as rows, (sum N*Ho*Wo, C_out).
+    """
+    weight = conv.weight.to(rows.dtype)
+    kk = conv.kernel_size**2
+    table = (rows @ tap_weight(weight).t()).view(-1, weight.shape[0])
+    tap = torch.arange(kk, device=rows.device).view(kk, 1)
+    index = torch.cat([(i * kk + tap).reshape(-1, 4 * kk) for i, _ in jobs])
+    wts = torch.cat([w.reshape(-1, 4 * kk) for _, w in jobs])
+    out = gather_sum(table, index, wts)
+    return out if conv.bias is None else out + conv.bias.to(out.dtype)
+
+
+def _columns_first(rows: Tensor, conv, jobs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Deformable conv of several levels: one gather-sum for all columns, then one GEMM."""
+    weight = conv.weight.to(rows.dtype)
+    kk = conv.kernel_size**2
+    index = torch.cat([i.reshape(-1, 4) for i, _ in jobs])
+    wts = torch.cat([w.reshape(-1, 4) for _, w in jobs])
+    cols = gather_sum(rows, index, wts).view(-1, kk * rows.shape[1])
+    w_cols = column_weight(weight).t()
+    if conv.bias is None:
+        return cols @ w_cols
+    return torch.addmm(conv.bias.to(cols.dtype), cols, w_cols)
+
+
+def _level_view(out_rows: Tensor, start: int, n: int, size: tuple[int, int]) -> Tensor:
+    """Rows [start, start + n*h*w) as an (N, C, h, w) tensor (channels-last memory)."""
+    h, w = size
+    return out_rows[start : start + n * h * w].view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def fused_deform_branches(
+    block, features: Sequence[Tensor], offsets: Sequence[Tensor], masks: Sequence[Tensor]
+) -> tuple[list[Tensor], list[Tensor | None], list[Tensor | None]]:
+    """The three deformable convolutions of ``block`` on every level, before normalisation.
+
+    Returns per level ``mid``, ``low`` (None on level 0) and ``high`` (None on the last level,
+    at the coarser level's size, not yet upsampled), each (N, C_out, h, w) in channels-last
+    memory. ``offsets``/``masks`` are :meth:`offset_and_mask` of each level. Under autocast, or
+    for inputs that are neither float32 nor float64, the convolutions run in float32 and their
+    outputs are cast to the input dtype, as in :func:`modulated_deform_conv`.
+    """
+    num_levels = len(features)
+    n = features[0].shape[0]
+    in_dtype = features[0].dtype
+    device_type = features[0].device.type
+    if torch.is_autocast_enabled(device_type) or in_dtype not in _FULL_PRECISION:
+        dtype = torch.float32
+    else:
+        dtype = in_dtype
+    mids, lows, highs = [], [None], []
+    with torch.autocast(device_type, enabled=False):
+        offsets = [o.to(dtype) for o in offsets]
+        masks = [m.to(dtype) for m in masks]
+        rows, levels = _stack_rows(features, dtype)
+
+        mid_jobs = [
+            _taps(offsets[i], masks[i], levels[i], 0, block.conv_mid.conv)
+            for i in range(num_levels)
+        ]
+        mid = _taps_first(rows, block.conv_mid.conv, mid_jobs).to(in_dtype)
+        mids = [_level_view(mid, lv.start, n, lv.size) for lv in levels]
+        if num_levels > 1:
+            # high: the conv runs on level i + 1 with level i's offset/mask read at that size.
+            first = levels[1].start
+            high_jobs = []
+            for i in range(num_levels - 1):
+                size = levels[i + 1].size
+                off = read_high_branch_offset(offsets[i], size, block.offset_mode)
+                msk = read_high_branch_offset(masks[i], size, block.offset_mode)
+                high_jobs.append(_taps(off, msk, levels[i + 1], first, block.conv_high.conv))
+            high = _taps_first(rows[first:], block.conv_high.conv, high_jobs).to(in_dtype)
+            highs = [_level_view(high, lv.start - first, n, lv.size) for lv in levels[1:]]
+            # low: the stride-2 conv runs on level i - 1 with level i's offset/mask.
+            low_jobs = [
+                _taps(offsets[i], masks[i], levels[i - 1], 0, block.conv_low.conv)
+                for i in range(1, num_levels)
+            ]
+            low = _columns_first(rows[: levels[-1].start], block.conv_low.conv, low_jobs)
+            low = low.to(in_dtype)
+            lows += [_level_view(low, lv.start - first, n, lv.size) for lv in levels[1:]]
+    return mids, lows, highs + [None]
+
+
+def assemble_levels(block, features, mids, lows, highs) -> list[Tensor]:
+    """The rest of the block from its branch outputs: GroupNorm, upsampling of ``high``, scale
+    attention, the mean over branches and DyReLU, level by level as in the per-level forward."""
+    outputs = []
+    for i, x in enumerate(features):
+        branches = [block.conv_mid.norm(mids[i])]
+        if lows[i] is not None:
+            branches.append(block.conv_low.norm(lows[i]))
+        if highs[i] is not None:
+            h = block.conv_high.norm(highs[i])
+            branches.append(
+                F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=True)
+            )
+        fused = branches[0] * block.scale_attn(branches[0])
+        for b in branches[1:]:
+            fused = fused + b * block.scale_attn(b)
+        outputs.append(block.task_attn(fused / len(branches)))
+    return outputs
+
+
+def fused_block_forward(block, features: Sequence[Tensor]) -> list[Tensor]:
+    """``block(features)`` for a :class:`~dyhead_d2.layers.dyhead.DyHeadBlock`, all levels fused.
+
+    ``features`` must already be a valid pyramid (see ``check_pyramid``).
+    """
+    offsets, masks = zip(*(block.offset_and_mask(x) for x in features))
+    return assemble_levels(block, features, *fused_deform_branches(block, features, offsets, masks))
