@@ -1,5 +1,9 @@
 """The sampled deformable convolution and the fused block against torchvision / the reference."""
 
+import importlib.util
+import pathlib
+import sys
+
 import pytest
 import torch
 from torchvision.ops import deform_conv2d
@@ -270,3 +274,26 @@ def test_cuda_matches_cpu_reference_and_autocast(deform_impl):
         out = tower([f.cuda() for f in feats])
     for o, r in zip(out, ref_out):
         assert (o.float().cpu() - r).abs().max() < 0.05
+
+
+def _load_benchmark():
+    path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("dyhead_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_runs_on_tiny_sizes(capsys):
+    bench = _load_benchmark()
+    argv = "--sizes 64x64 --levels 3 --channels 32 --blocks 1 --repeats 1 --warmup 0 --device cpu"
+    results = bench.main(argv.split() + ["--which", "a,b,e,c"])
+    text = capsys.readouterr().out
+    assert "ratio reference / project" in text and "max abs diff of gradients" in text
+    assert "(c) skipped" in text
+    by_key = {r["benchmark"]: r for r in results}
+    assert set(by_key) == {"a", "b", "e/block", "e/convs"}
+    assert by_key["a"]["ratio"] > 0
+    assert 0 < by_key["b"]["max_abs_diff"]["outputs"] < TOL
+    assert 0 < by_key["b"]["max_abs_diff"]["gradients"] < TOL
