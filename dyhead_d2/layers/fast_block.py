@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .offset_modes import read_high_branch_offset
-from .sampled_deform_conv import bilinear_taps, column_weight, gather_sum, tap_weight
+from .sampled_deform_conv import (
+    bilinear_corners,
+    column_weight,
+    gather_sum,
+    tap_positions,
+    tap_weight,
+)
 
 __all__ = ["assemble_levels", "fused_block_forward", "fused_deform_branches"]
 
@@ -53,37 +59,69 @@ def _stack_rows(features: Sequence[Tensor], dtype: torch.dtype) -> tuple[Tensor,
     return rows.to(dtype), levels
 
 
-def _taps(offset: Tensor, mask: Tensor, source: _Level, first_row: int, conv) -> tuple:
-    """Corner indices (into rows starting at ``first_row``) and weights of one level's samples."""
-    n = offset.shape[0]
-    h, w = source.size
-    index, weight = bilinear_taps(offset, mask, (h, w), conv.kernel_size, conv.stride, conv.padding)
-    image_start = torch.arange(n, device=offset.device) * (h * w) + (source.start - first_row)
-    return index + image_start.view(n, 1, 1, 1, 1), weight
+class _Job:
+    """One deformable conv of one level: its offset/mask and the level it samples."""
+
+    def __init__(self, offset: Tensor, mask: Tensor, source: _Level, conv):
+        self.offset = offset
+        self.mask = mask
+        self.source = source
+        self.conv = conv
 
 
-def _taps_first(rows: Tensor, conv, jobs: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """Stride-1 deformable conv of several levels: one GEMM over ``rows``, one gather-sum.
+def _sample(jobs: list[_Job], first_row: int, taps_first: bool) -> tuple[Tensor, Tensor]:
+    """Bilinear corners and weights of all samples of several convs, in one pass.
 
-    ``jobs`` holds each level's (index, weight) from :func:`_taps`, indices relative to ``rows``.
+    Samples are ordered job, image, output pixel, tap. Indices are rows of the table the convs
+    gather from: pixel rows counted from ``first_row`` of the stacked rows, or, ``taps_first``,
+    rows ``pixel * k*k + tap`` of the taps-first table. Returns (index, weight), each (S, 4).
+    """
+    conv = jobs[0].conv
+    kk = conv.kernel_size**2
+    like = jobs[0].offset
+    positions, masks, segments = [], [], []
+    for job in jobs:
+        n, _, ho, wo = job.offset.shape
+        off = job.offset.view(n, kk, 2, ho, wo).permute(0, 3, 4, 1, 2)
+        # One rounding, (float) integer + offset, exactly like torchvision's kernel.
+        base = tap_positions(n, (ho, wo), conv.kernel_size, job.conv.stride, conv.padding, like)
+        positions.append((base + off).reshape(-1, 2))
+        masks.append(job.mask.permute(0, 2, 3, 1).reshape(-1))
+        h, w = job.source.size
+        for i in range(n):
+            segments.append((ho * wo * kk, h, w, job.source.start - first_row + i * h * w))
+    pos = torch.cat(positions)
+    # Per-sample image size and first row: one segment per (job, image).
+    lengths, heights, widths, starts = torch.tensor(segments, device=like.device).unbind(1)
+    heights, widths, starts = (t.repeat_interleave(lengths) for t in (heights, widths, starts))
+    index, weight = bilinear_corners(pos[:, 0], pos[:, 1], torch.cat(masks), heights, widths)
+    index = index + starts.unsqueeze(1)
+    if taps_first:
+        tap = torch.arange(index.shape[0], device=index.device) % kk
+        index = index * kk + tap.unsqueeze(1)
+    return index, weight
+
+
+def _taps_first(rows: Tensor, jobs: list[_Job], first_row: int) -> Tensor:
+    """Stride-1 deformable convs of several levels: one GEMM over ``rows``, one gather-sum.
+
     Returns the outputs of all jobs stacked as rows, (sum N*Ho*Wo, C_out).
     """
+    conv = jobs[0].conv
     weight = conv.weight.to(rows.dtype)
     kk = conv.kernel_size**2
     table = (rows @ tap_weight(weight).t()).view(-1, weight.shape[0])
-    tap = torch.arange(kk, device=rows.device).view(kk, 1)
-    index = torch.cat([(i * kk + tap).reshape(-1, 4 * kk) for i, _ in jobs])
-    wts = torch.cat([w.reshape(-1, 4 * kk) for _, w in jobs])
-    out = gather_sum(table, index, wts)
+    index, wts = _sample(jobs, first_row, taps_first=True)
+    out = gather_sum(table, index.view(-1, 4 * kk), wts.view(-1, 4 * kk))
     return out if conv.bias is None else out + conv.bias.to(out.dtype)
 
 
-def _columns_first(rows: Tensor, conv, jobs: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """Deformable conv of several levels: one gather-sum for all columns, then one GEMM."""
+def _columns_first(rows: Tensor, jobs: list[_Job], first_row: int) -> Tensor:
+    """Deformable convs of several levels: one gather-sum for all columns, then one GEMM."""
+    conv = jobs[0].conv
     weight = conv.weight.to(rows.dtype)
     kk = conv.kernel_size**2
-    index = torch.cat([i.reshape(-1, 4) for i, _ in jobs])
-    wts = torch.cat([w.reshape(-1, 4) for _, w in jobs])
+    index, wts = _sample(jobs, first_row, taps_first=False)
     cols = gather_sum(rows, index, wts).view(-1, kk * rows.shape[1])
     w_cols = column_weight(weight).t()
     if conv.bias is None:
@@ -122,11 +160,11 @@ def fused_deform_branches(
         masks = [m.to(dtype) for m in masks]
         rows, levels = _stack_rows(features, dtype)
 
-        mid_jobs = [
-            _taps(offsets[i], masks[i], levels[i], 0, block.conv_mid.conv)
-            for i in range(num_levels)
-        ]
-        mid = _taps_first(rows, block.conv_mid.conv, mid_jobs).to(in_dtype)
+        mid_conv, high_conv, low_conv = (
+            b.conv for b in (block.conv_mid, block.conv_high, block.conv_low)
+        )
+        mid_jobs = [_Job(offsets[i], masks[i], levels[i], mid_conv) for i in range(num_levels)]
+        mid = _taps_first(rows, mid_jobs, 0).to(in_dtype)
         mids = [_level_view(mid, lv.start, n, lv.size) for lv in levels]
         if num_levels > 1:
             # high: the conv runs on level i + 1 with level i's offset/mask read at that size.
@@ -136,16 +174,14 @@ def fused_deform_branches(
                 size = levels[i + 1].size
                 off = read_high_branch_offset(offsets[i], size, block.offset_mode)
                 msk = read_high_branch_offset(masks[i], size, block.offset_mode)
-                high_jobs.append(_taps(off, msk, levels[i + 1], first, block.conv_high.conv))
-            high = _taps_first(rows[first:], block.conv_high.conv, high_jobs).to(in_dtype)
+                high_jobs.append(_Job(off, msk, levels[i + 1], high_conv))
+            high = _taps_first(rows[first:], high_jobs, first).to(in_dtype)
             highs = [_level_view(high, lv.start - first, n, lv.size) for lv in levels[1:]]
             # low: the stride-2 conv runs on level i - 1 with level i's offset/mask.
             low_jobs = [
-                _taps(offsets[i], masks[i], levels[i - 1], 0, block.conv_low.conv)
-                for i in range(1, num_levels)
+                _Job(offsets[i], masks[i], levels[i - 1], low_conv) for i in range(1, num_levels)
             ]
-            low = _columns_first(rows[: levels[-1].start], block.conv_low.conv, low_jobs)
-            low = low.to(in_dtype)
+            low = _columns_first(rows[: levels[-1].start], low_jobs, 0).to(in_dtype)
             lows += [_level_view(low, lv.start - first, n, lv.size) for lv in levels[1:]]
     return mids, lows, highs + [None]
 

@@ -39,7 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bilinear_taps", "gather_sum", "sampled_deform_conv", "tap_weight", "column_weight"]
+__all__ = [
+    "bilinear_corners",
+    "bilinear_taps",
+    "column_weight",
+    "gather_sum",
+    "sampled_deform_conv",
+    "tap_positions",
+    "tap_weight",
+]
 
 
 class _GatherSum(torch.autograd.Function):
@@ -125,6 +133,66 @@ def _rowwise_dots(grad_out: Tensor, table: Tensor, index: Tensor) -> Tensor:
     )
 
 
+def tap_positions(
+    n: int, out_size: tuple[int, int], kernel_size: int, stride: int, padding: int, like: Tensor
+) -> Tensor:
+    """The integer part of every sample position, (N, Ho, Wo, k*k, 2) as (y, x), in ``like``'s
+    dtype and device: ``out * stride - padding + tap``, what torchvision's kernel adds the offset
+    to. Exact in floating point."""
+    ho, wo = out_size
+    kk = kernel_size * kernel_size
+    dev = like.device
+    taps = torch.arange(kk, device=dev)
+    ys = (torch.arange(ho, device=dev) * stride - padding).view(ho, 1, 1) + taps // kernel_size
+    xs = (torch.arange(wo, device=dev) * stride - padding).view(1, wo, 1) + taps % kernel_size
+    base = torch.stack(torch.broadcast_tensors(ys, xs), dim=-1).to(like.dtype)
+    return base.expand(n, ho, wo, kk, 2)
+
+
+def bilinear_corners(
+    y: Tensor, x: Tensor, mask: Tensor, height: int | Tensor, width: int | Tensor
+) -> tuple[Tensor, Tensor]:
+    """DCNv2's bilinear sampling of positions (y, x) of an ``height`` x ``width`` image.
+
+    Args:
+        y, x: sample positions, any shape S, already rounded as the kernel rounds them.
+        mask: modulation, shape S.
+        height, width: the image size; ints, or int64 tensors broadcastable to S when the samples
+            come from images of different sizes.
+    Returns:
+        ``index`` (S..., 4), int64 flat pixel indices ``y * width + x`` (0 for a corner outside
+        the image), and ``weight`` (S..., 4): bilinear weight x mask, exactly zero for a corner
+        outside the image. Corners are ordered (y0, x0), (y0, x1), (y1, x0), (y1, x1) with
+        ``y0 = floor(y)`` and ``y1 = y0 + 1``. ``weight`` is differentiable with respect to y, x
+        and mask.
+    """
+    # Positions far outside are clamped (every corner stays outside, so value and gradient stay
+    # zero); this only keeps the integer arithmetic below in range.
+    big = float(height.max() if isinstance(height, Tensor) else height)
+    y = y.clamp(-2.0, big + 1.0)
+    big = float(width.max() if isinstance(width, Tensor) else width)
+    x = x.clamp(-2.0, big + 1.0)
+    y0 = y.floor()
+    x0 = x.floor()
+    ly = y - y0
+    lx = x - x0
+    hy = 1.0 - ly
+    hx = 1.0 - lx
+    y0 = y0.long()
+    x0 = x0.long()
+    in_y0 = (y0 >= 0) & (y0 < height)
+    in_y1 = (y0 >= -1) & (y0 < height - 1)
+    in_x0 = (x0 >= 0) & (x0 < width)
+    in_x1 = (x0 >= -1) & (x0 < width - 1)
+    inside = torch.stack((in_y0 & in_x0, in_y0 & in_x1, in_y1 & in_x0, in_y1 & in_x1), dim=-1)
+    weight = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), dim=-1)
+    weight = weight * (mask.unsqueeze(-1) * inside)
+    corner = y0 * width + x0
+    index = torch.stack((corner, corner + 1, corner + width, corner + (width + 1)), dim=-1)
+    index = torch.where(inside, index, 0)
+    return index, weight
+
+
 def bilinear_taps(
     offset: Tensor,
     mask: Tensor,
@@ -140,46 +208,15 @@ def bilinear_taps(
         mask: (N, k*k, Ho, Wo).
         in_size: (H, W) of the sampled input.
     Returns:
-        ``index`` (N, Ho, Wo, k*k, 4), int64 flat pixel indices ``y * W + x`` within one image
-        (0 for a corner outside the image), and ``weight`` (N, Ho, Wo, k*k, 4): bilinear weight x
-        mask, exactly zero for a corner outside the image. Corners are ordered (y0, x0), (y0, x1),
-        (y1, x0), (y1, x1). ``weight`` is differentiable with respect to offset and mask.
+        ``index`` and ``weight`` of :func:`bilinear_corners`, each (N, Ho, Wo, k*k, 4): flat
+        pixel indices within one image and bilinear weight x mask.
     """
     n, _, ho, wo = offset.shape
-    h, w = in_size
     kk = kernel_size * kernel_size
-    dev = offset.device
-    taps = torch.arange(kk, device=dev)
-    # Integer part of each position as in torchvision's kernel: out * stride - padding + tap.
-    base_y = (torch.arange(ho, device=dev) * stride - padding).view(ho, 1, 1) + (
-        taps // kernel_size
-    )
-    base_x = (torch.arange(wo, device=dev) * stride - padding).view(1, wo, 1) + (taps % kernel_size)
     off = offset.view(n, kk, 2, ho, wo).permute(0, 3, 4, 1, 2)  # (N, Ho, Wo, kk, 2)
-    # One rounding, (float) integer + offset, exactly like the kernel; positions far outside the
-    # image are clamped (all four corners stay outside, so value and gradient stay zero).
-    y = (base_y.to(offset.dtype) + off[..., 0]).clamp(-2.0, h + 1.0)
-    x = (base_x.to(offset.dtype) + off[..., 1]).clamp(-2.0, w + 1.0)
-    y0 = y.floor()
-    x0 = x.floor()
-    ly = y - y0
-    lx = x - x0
-    hy = 1.0 - ly
-    hx = 1.0 - lx
-    y0 = y0.long()
-    x0 = x0.long()
-    in_y0 = (y0 >= 0) & (y0 < h)
-    in_y1 = (y0 >= -1) & (y0 < h - 1)
-    in_x0 = (x0 >= 0) & (x0 < w)
-    in_x1 = (x0 >= -1) & (x0 < w - 1)
-    inside = torch.stack((in_y0 & in_x0, in_y0 & in_x1, in_y1 & in_x0, in_y1 & in_x1), dim=-1)
-    m = mask.permute(0, 2, 3, 1)
-    weight = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), dim=-1)
-    weight = weight * (m.unsqueeze(-1) * inside)
-    corner = y0 * w + x0
-    index = torch.stack((corner, corner + 1, corner + w, corner + (w + 1)), dim=-1)
-    index = torch.where(inside, index, 0)
-    return index, weight
+    # One rounding, (float) integer + offset, exactly like the kernel.
+    pos = tap_positions(n, (ho, wo), kernel_size, stride, padding, offset) + off
+    return bilinear_corners(pos[..., 0], pos[..., 1], mask.permute(0, 2, 3, 1), *in_size)
 
 
 def tap_weight(weight: Tensor) -> Tensor:
