@@ -137,7 +137,9 @@ class DyHeadBlock(nn.Module):
 
     ``forward`` runs :meth:`forward_per_level` (the algorithm as written: per level, per branch)
     when the resolved implementation is ``"torchvision"``, and the fused all-levels forward of
-    :mod:`dyhead_d2.layers.fast_block` when it is ``"sampled"``.
+    :mod:`dyhead_d2.layers.fast_block` when it is ``"sampled"``. Under autocast the former runs
+    the deformable convolutions in float32; the latter computes sampling positions and bilinear
+    weights in float32 and its matrix products and gathers in the autocast dtype.
     """
 
     def __init__(

@@ -142,23 +142,27 @@ def fused_deform_branches(
 
     Returns per level ``mid``, ``low`` (None on level 0) and ``high`` (None on the last level,
     at the coarser level's size, not yet upsampled), each (N, C_out, h, w) in channels-last
-    memory. ``offsets``/``masks`` are :meth:`offset_and_mask` of each level. Under autocast, or
-    for inputs that are neither float32 nor float64, the convolutions run in float32 and their
-    outputs are cast to the input dtype, as in :func:`modulated_deform_conv`.
+    memory, in the input dtype. ``offsets``/``masks`` are :meth:`offset_and_mask` of each level.
+    Sampling positions and bilinear weights are computed in float32 (float64 for float64
+    inputs). Under autocast the matrix products and gathers run in the autocast dtype (like a
+    convolution's); otherwise in float32/float64 (float32 for other input dtypes).
     """
     num_levels = len(features)
     n = features[0].shape[0]
     in_dtype = features[0].dtype
     device_type = features[0].device.type
-    if torch.is_autocast_enabled(device_type) or in_dtype not in _FULL_PRECISION:
-        dtype = torch.float32
+    # Sampling positions and bilinear weights always in full precision; products and gathers in
+    # the autocast dtype under autocast (the deformable conv's matrix work, like a conv's).
+    sample_dtype = in_dtype if in_dtype in _FULL_PRECISION else torch.float32
+    if torch.is_autocast_enabled(device_type):
+        compute_dtype = torch.get_autocast_dtype(device_type)
     else:
-        dtype = in_dtype
+        compute_dtype = sample_dtype
     mids, lows, highs = [], [None], []
     with torch.autocast(device_type, enabled=False):
-        offsets = [o.to(dtype) for o in offsets]
-        masks = [m.to(dtype) for m in masks]
-        rows, levels = _stack_rows(features, dtype)
+        offsets = [o.to(sample_dtype) for o in offsets]
+        masks = [m.to(sample_dtype) for m in masks]
+        rows, levels = _stack_rows(features, compute_dtype)
 
         mid_conv, high_conv, low_conv = (
             b.conv for b in (block.conv_mid, block.conv_high, block.conv_low)

@@ -56,7 +56,8 @@ class _GatherSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: Tensor, index: Tensor, weight: Tensor) -> Tensor:
         ctx.save_for_backward(table, index, weight)
-        return F.embedding_bag(index, table, mode="sum", per_sample_weights=weight)
+        w = weight.to(table.dtype)
+        return F.embedding_bag(index, table, mode="sum", per_sample_weights=w)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -66,6 +67,8 @@ class _GatherSum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_table = _scatter_rows(grad_out, index, weight, table.shape[0])
         if ctx.needs_input_grad[2]:
+            if table.dtype != weight.dtype:  # reduced-precision table: dot products in weight's
+                grad_out, table = grad_out.to(weight.dtype), table.to(weight.dtype)
             grad_weight = _rowwise_dots(grad_out, table, index)
         return grad_table, None, grad_weight
 
@@ -76,9 +79,10 @@ def gather_sum(table: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     Args:
         table: (T, D).
         index: (B, K) int64 row indices into ``table``.
-        weight: (B, K), same dtype as ``table``.
+        weight: (B, K); rounded to ``table``'s dtype for the sums (e.g. bfloat16 under
+            autocast), while its gradient is computed in float32 or float64.
     Returns:
-        (B, D). Differentiable with respect to ``table`` and ``weight``.
+        (B, D) in ``table``'s dtype. Differentiable with respect to ``table`` and ``weight``.
     """
     return _GatherSum.apply(table, index, weight)
 
@@ -95,9 +99,8 @@ def _scatter_rows(grad_out: Tensor, index: Tensor, weight: Tensor, num_rows: int
     counts = torch.bincount(flat, minlength=num_rows)
     starts = torch.zeros_like(counts)
     torch.cumsum(counts[:-1], 0, out=starts[1:])
-    return F.embedding_bag(
-        order // k, grad_out, starts, mode="sum", per_sample_weights=weight.reshape(-1)[order]
-    )
+    w = weight.reshape(-1)[order].to(grad_out.dtype)
+    return F.embedding_bag(order // k, grad_out, starts, mode="sum", per_sample_weights=w)
 
 
 # Rows of gathered (B, K, D) blocks materialised at once by the non-CPU SDDMM fallback.
