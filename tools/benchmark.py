@@ -9,6 +9,11 @@ weights. Both run in the same process, interleaved (ref, new, new, ref, ...), an
 time is the median over ``--repeats`` runs after ``--warmup`` runs, so load from other processes
 hits both alike; compare the ratios, not the absolute times.
 
+On a machine shared with other jobs, set ``OMP_WAIT_POLICY=PASSIVE``: with the default
+(spinning) policy every parallel op waits for a worker thread that another process holds the core
+of, which costs the project's implementation (many parallel ops) far more than the reference
+(whose torchvision kernels are single-threaded loops). The header line shows the policy in use.
+
 Benchmarks (``--which``):
 
 * ``a``: the DyHead tower forward (inference, under ``torch.no_grad``).
@@ -447,8 +452,9 @@ def main(argv=None) -> list[dict]:
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     results: list[dict] = []
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; reference = per level, "
-        "per branch, torchvision.ops.deform_conv2d; times are medians"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}; reference = per level, per branch, "
+        "torchvision.ops.deform_conv2d; times are medians"
     )
     for dev_name in devices:
         device = torch.device(dev_name)

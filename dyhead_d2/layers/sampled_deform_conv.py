@@ -103,7 +103,7 @@ def _scatter_rows(grad_out: Tensor, index: Tensor, weight: Tensor, num_rows: int
     return F.embedding_bag(order // k, grad_out, starts, mode="sum", per_sample_weights=w)
 
 
-# Rows of gathered (B, K, D) blocks materialised at once by the non-CPU SDDMM fallback.
+# Elements of the gathered (rows, K, D) blocks that the fallback dot products materialise at once.
 _DOT_CHUNK_ELEMENTS = 1 << 26
 
 
@@ -224,8 +224,7 @@ def bilinear_taps(
 
 def tap_weight(weight: Tensor) -> Tensor:
     """(C_out, C, k, k) -> (k*k*C_out, C): row ``tap * C_out + o`` is ``weight[o, :, ki, kj]``."""
-    c_out, c = weight.shape[:2]
-    return weight.permute(2, 3, 0, 1).reshape(-1, c)
+    return weight.permute(2, 3, 0, 1).reshape(-1, weight.shape[1])
 
 
 def column_weight(weight: Tensor) -> Tensor:
@@ -246,7 +245,7 @@ def sampled_deform_conv(
     stride: int = 1,
     padding: int = 1,
 ) -> Tensor:
-    """Modulated deformable convolution (one deformable group, dilation 1), gathers + GEMMs.
+    """Modulated deformable convolution (square kernel, one deformable group, dilation 1).
 
     Same arguments and result as :func:`torchvision.ops.deform_conv2d` with ``mask``. The result
     is laid out channels-last (its values are what torchvision returns).
