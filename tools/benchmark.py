@@ -36,7 +36,9 @@ the memory allocated before the run. On CPU, the peak resident set size of the p
 run (Linux ``VmHWM``, reset before each run through ``/proc/self/clear_refs``) minus the resident
 size just before it: the memory the run added. Memory the allocator kept from earlier runs is
 reused without showing up, so this is coarser than the CUDA number (it can read 0). Where the
-peak cannot be reset, the column shows ``n/a``.
+peak cannot be reset, the column shows ``n/a``. For (b), "saved for backward" is exact: the bytes
+of the distinct storages autograd keeps from one forward for the backward (parameters included),
+counted with ``torch.autograd.graph.saved_tensors_hooks``.
 
 Example::
 
@@ -120,6 +122,7 @@ def _sync(device: torch.device) -> None:
 class Timing:
     seconds: list[float] = field(default_factory=list)
     peak: int | None = None
+    saved: int | None = None  # bytes kept by autograd for the backward, where measured
 
     @property
     def median(self) -> float:
@@ -245,6 +248,8 @@ def tower_forward_backward(ref, new, feats, args, device, report) -> None:
         return [o.detach() for o in outs], grads
 
     t = compare({"reference": lambda: run(ref), "project": lambda: run(new)}, device, **_rep(args))
+    for name, model in (("reference", ref), ("project", new)):
+        t[name].saved = saved_for_backward(model, feats, args, device)
     out_new, grad_new = run(new)
     out_ref, grad_ref = run(ref)
     report(
@@ -256,6 +261,21 @@ def tower_forward_backward(ref, new, feats, args, device, report) -> None:
             "gradients": max_abs_diff(grad_new, grad_ref),
         },
     )
+
+
+def saved_for_backward(model, feats, args, device) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of one forward."""
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[(s.device, s.data_ptr())] = s.nbytes()
+        return t
+
+    inputs = [f.detach().requires_grad_() for f in feats]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_ctx(args, device):
+        model(inputs)
+    return sum(storages.values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,7 +423,8 @@ def make_reporter(header: str, results: list):
         width = max(len(n) for n in names)
         for n in names:
             t = timings[n]
-            print(f"  {n:<{width}}  {t.median:8.3f} s   peak {_mib(t.peak):>10}")
+            saved = "" if t.saved is None else f"   saved for backward {_mib(t.saved):>10}"
+            print(f"  {n:<{width}}  {t.median:8.3f} s   peak {_mib(t.peak):>10}{saved}")
         if key.startswith("e/"):
             meaning = f"time of {names[-1]} / time of {names[0]}"
             ratio = timings[names[-1]].median / timings[names[0]].median
@@ -420,6 +441,7 @@ def make_reporter(header: str, results: list):
                 "setting": header,
                 "seconds": {n: timings[n].median for n in names},
                 "peak_bytes": {n: timings[n].peak for n in names},
+                "saved_bytes": {n: timings[n].saved for n in names},
                 "ratio": ratio,
                 "ratio_is": meaning,
                 "max_abs_diff": {w: d for w, (d, _) in diffs.items()},
