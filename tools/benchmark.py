@@ -7,7 +7,9 @@ The reference is the authors' algorithm as written: one level and one branch at 
 ``deform_impl=--impl`` (default ``"auto"``: the fused, gather + GEMM path on CPU) and the same
 weights. Both run in the same process, interleaved (ref, new, new, ref, ...), and each reported
 time is the median over ``--repeats`` runs after ``--warmup`` runs, so load from other processes
-hits both alike; compare the ratios, not the absolute times.
+hits both alike; compare the ratios, not the absolute times. Each time is also given as process
+CPU time (all threads): where other jobs share the cores, wall time penalises multi-threaded code
+more than single-threaded code, and the CPU-time ratio says how much work each side does.
 
 On a machine shared with other jobs, set ``OMP_WAIT_POLICY=PASSIVE``: with the default
 (spinning) policy every parallel op waits for a worker thread that another process holds the core
@@ -121,12 +123,17 @@ def _sync(device: torch.device) -> None:
 @dataclass
 class Timing:
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # process CPU time, all threads
     peak: int | None = None
     saved: int | None = None  # bytes kept by autograd for the backward, where measured
 
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_seconds)
 
 
 def compare(
@@ -142,10 +149,11 @@ def compare(
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             mem.start()
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             runs[name]()
             _sync(device)
             timings[name].seconds.append(time.perf_counter() - t0)
+            timings[name].cpu_seconds.append(time.process_time() - c0)
             peak = mem.stop()
             if peak is not None:
                 old = timings[name].peak
@@ -424,15 +432,22 @@ def make_reporter(header: str, results: list):
         for n in names:
             t = timings[n]
             saved = "" if t.saved is None else f"   saved for backward {_mib(t.saved):>10}"
-            print(f"  {n:<{width}}  {t.median:8.3f} s   peak {_mib(t.peak):>10}{saved}")
+            print(
+                f"  {n:<{width}}  {t.median:8.3f} s  (cpu {t.cpu_median:8.3f} s)"
+                f"   peak {_mib(t.peak):>10}{saved}"
+            )
+        first, last = timings[names[0]], timings[names[-1]]
         if key.startswith("e/"):
             meaning = f"time of {names[-1]} / time of {names[0]}"
-            ratio = timings[names[-1]].median / timings[names[0]].median
-            print(f"  ratio {names[-1]} / {names[0]}: {ratio:.2f}x the time")
+            ratio, cpu_ratio = last.median / first.median, last.cpu_median / first.cpu_median
+            print(
+                f"  ratio {names[-1]} / {names[0]}: {ratio:.2f}x the time "
+                f"(cpu time: {cpu_ratio:.2f}x)"
+            )
         else:
             meaning = "time of reference / time of project (speed-up)"
-            ratio = timings[names[0]].median / timings[names[-1]].median
-            print(f"  ratio reference / project: {ratio:.2f}x faster")
+            ratio, cpu_ratio = first.median / last.median, first.cpu_median / last.cpu_median
+            print(f"  ratio reference / project: {ratio:.2f}x faster (cpu time: {cpu_ratio:.2f}x)")
         for what, (diff, rel) in diffs.items():
             print(f"  max abs diff of {what}: {diff:.2e} (relative to the tensor's max: {rel:.1e})")
         results.append(
@@ -443,6 +458,7 @@ def make_reporter(header: str, results: list):
                 "peak_bytes": {n: timings[n].peak for n in names},
                 "saved_bytes": {n: timings[n].saved for n in names},
                 "ratio": ratio,
+                "cpu_time_ratio": cpu_ratio,
                 "ratio_is": meaning,
                 "max_abs_diff": {w: d for w, (d, _) in diffs.items()},
             }
