@@ -134,6 +134,7 @@ class DyHeadBlock(nn.Module):
             (default: ``"sampled"`` on CPU, ``"torchvision"`` on other devices). Both compute the
             same function; results agree to float rounding (outputs and gradients, about 1e-6
             relative), which is why the default may differ per device. It changes no parameter.
+            The sampled path returns channels-last tensors (same shapes and values).
 
     ``forward`` runs :meth:`forward_per_level` (the algorithm as written: per level, per branch)
     when the resolved implementation is ``"torchvision"``, and the fused all-levels forward of
