@@ -18,6 +18,16 @@ from .test_dyhead import C, make_block, perturb_block, pyramid
 TOL = 1e-4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: threads only add overhead, and on a machine shared with other jobs
+    every parallel op can wait a scheduler slice for a busy core (10x slower tests)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _close(got, ref, what):
     """Max abs diff <= 1e-4, relative to the reference's largest value where that exceeds 1.
 
