@@ -11,7 +11,14 @@ from .reference_dyhead import read_offset, reference_block
 C = 16  # GroupNorm(16) needs a multiple of 16 channels; kept tiny so the reference is quick.
 
 
-def make_block(offset_mode, dcn_bias=True, init_style="authors", zero_init_offset=False, seed=0):
+def make_block(
+    offset_mode,
+    dcn_bias=True,
+    init_style="authors",
+    zero_init_offset=False,
+    seed=0,
+    deform_impl="auto",
+):
     torch.manual_seed(seed)
     block = DyHeadBlock(
         C,
@@ -20,10 +27,16 @@ def make_block(offset_mode, dcn_bias=True, init_style="authors", zero_init_offse
         dcn_bias=dcn_bias,
         zero_init_offset=zero_init_offset,
         init_style=init_style,
+        deform_impl=deform_impl,
     )
+    perturb_block(block)
+    return block
+
+
+def perturb_block(block):
+    """Offsets of a few pixels, so sampling goes fractional and out of the image; non-trivial
+    GroupNorm affine, DCN bias and attention so every term of the block matters."""
     with torch.no_grad():
-        # Offsets of a few pixels, so sampling goes fractional and out of the image; non-trivial
-        # GroupNorm affine, DCN bias and attention so every term of the block matters.
         block.offset_conv.weight.mul_(8.0)
         block.offset_conv.bias.uniform_(-2.0, 2.0)
         for conv in (block.conv_high, block.conv_mid, block.conv_low):
@@ -33,7 +46,6 @@ def make_block(offset_mode, dcn_bias=True, init_style="authors", zero_init_offse
                 conv.conv.bias.uniform_(-0.3, 0.3)
         block.scale_attn.conv.weight.normal_(0.0, 0.5)
         block.scale_attn.conv.bias.fill_(0.2)
-    return block
 
 
 def pyramid(batch=2, sizes=((13, 19), (7, 10), (4, 5)), channels=C, seed=1):
@@ -43,19 +55,21 @@ def pyramid(batch=2, sizes=((13, 19), (7, 10), (4, 5)), channels=C, seed=1):
 
 @pytest.mark.parametrize("offset_mode", OFFSET_MODES)
 def test_block_matches_literal_reference(offset_mode):
-    block = make_block(offset_mode)
     feats = pyramid()
-    out = block(feats)
-    ref = reference_block(block, feats, offset_mode)
-    assert len(out) == len(ref) == 3
-    for level, (o, r) in enumerate(zip(out, ref)):
-        assert o.shape == feats[level].shape
-        diff = (o.double() - r).abs().max().item()
-        assert diff <= 1e-5, f"level {level}: max abs diff {diff}"
+    ref = reference_block(make_block(offset_mode), feats, offset_mode)
+    # Both deformable-conv implementations (per-level loop with torchvision's op; fused path).
+    for impl in ("torchvision", "sampled"):
+        out = make_block(offset_mode, deform_impl=impl)(feats)
+        assert len(out) == len(ref) == 3
+        for level, (o, r) in enumerate(zip(out, ref)):
+            assert o.shape == feats[level].shape
+            diff = (o.double() - r).abs().max().item()
+            assert diff <= 1e-5, f"{impl}, level {level}: max abs diff {diff}"
 
 
-def test_block_without_dcn_bias_matches_reference():
-    block = make_block("topleft", dcn_bias=False, init_style="mmdet")
+@pytest.mark.parametrize("impl", ["torchvision", "sampled"])
+def test_block_without_dcn_bias_matches_reference(impl):
+    block = make_block("topleft", dcn_bias=False, init_style="mmdet", deform_impl=impl)
     feats = pyramid(batch=1, sizes=((8, 6), (4, 3)))
     for o, r in zip(block(feats), reference_block(block, feats, "topleft")):
         assert (o.double() - r).abs().max().item() <= 1e-5

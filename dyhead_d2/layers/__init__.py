@@ -1,12 +1,14 @@
 """Model math in plain PyTorch + torchvision (no detectron2 import)."""
 
-from .deform_conv import ModulatedDeformConv, modulated_deform_conv
+from .deform_conv import DEFORM_IMPLS, ModulatedDeformConv, modulated_deform_conv
 from .dyhead import DeformConvGN, DyHead, DyHeadBlock, ScaleAttention, check_pyramid
 from .dyrelu import DyReLU, hard_sigmoid
 from .frozen_stats_bn import FrozenStatsBatchNorm2d
 from .offset_modes import OFFSET_MODES, read_high_branch_offset
+from .sampled_deform_conv import sampled_deform_conv
 
 __all__ = [
+    "DEFORM_IMPLS",
     "DeformConvGN",
     "DyHead",
     "DyHeadBlock",
@@ -19,4 +21,5 @@ __all__ = [
     "hard_sigmoid",
     "modulated_deform_conv",
     "read_high_branch_offset",
+    "sampled_deform_conv",
 ]

@@ -1,8 +1,22 @@
 """Modulated deformable convolution (DCNv2) used by DyHead's spatial-aware attention.
 
-Every DyHead block calls :func:`modulated_deform_conv`; it is the one place where the deformable
-convolution implementation is chosen, so a faster kernel can be swapped in without touching the
-model code.
+Every DyHead block calls :func:`modulated_deform_conv` (directly or through its fused block
+forward); it is the one place where the deformable convolution implementation is chosen. Two
+implementations compute the same function:
+
+* ``"torchvision"``: :func:`torchvision.ops.deform_conv2d`, the authors' algorithm as a compiled
+  op. Fast on CUDA, slow on CPU (scalar im2col loop, serial backward).
+* ``"sampled"``: :func:`~dyhead_d2.layers.sampled_deform_conv.sampled_deform_conv`, bilinear
+  gathers + matrix multiplies in plain PyTorch; on CPU several times faster than torchvision,
+  forward and backward.
+* ``"auto"`` (the default everywhere): ``"sampled"`` on CPU, ``"torchvision"`` on every other
+  device. The two agree to float rounding (about 1e-6 relative; outputs and all gradients, checked
+  by the tests), which is why the default may differ between devices. CUDA keeps torchvision
+  because nobody has measured the sampled path on a GPU yet, not because of evidence that it is
+  slower there.
+
+The choice is an argument (of the function, of the modules, of :class:`~dyhead_d2.DyHead`); there
+is no global switch.
 """
 
 from __future__ import annotations
@@ -13,7 +27,36 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-__all__ = ["modulated_deform_conv", "ModulatedDeformConv"]
+from .sampled_deform_conv import sampled_deform_conv
+
+__all__ = [
+    "DEFORM_IMPLS",
+    "ModulatedDeformConv",
+    "check_deform_impl",
+    "modulated_deform_conv",
+    "resolve_deform_impl",
+]
+
+DEFORM_IMPLS = ("auto", "torchvision", "sampled")
+
+
+def check_deform_impl(deform_impl: str) -> str:
+    if deform_impl not in DEFORM_IMPLS:
+        raise ValueError(
+            f"Unknown deform_impl {deform_impl!r}; expected one of {', '.join(DEFORM_IMPLS)}"
+        )
+    return deform_impl
+
+
+def resolve_deform_impl(deform_impl: str, device: torch.device) -> str:
+    """The concrete implementation ``deform_impl`` stands for on ``device``.
+
+    ``"auto"`` is ``"sampled"`` on CPU (measured several times faster there, see
+    ``tools/benchmark.py``) and ``"torchvision"`` elsewhere (not measured on GPUs).
+    """
+    if check_deform_impl(deform_impl) != "auto":
+        return deform_impl
+    return "sampled" if torch.device(device).type == "cpu" else "torchvision"
 
 
 def modulated_deform_conv(
@@ -24,6 +67,7 @@ def modulated_deform_conv(
     bias: Tensor | None = None,
     stride: int = 1,
     padding: int = 1,
+    impl: str = "auto",
 ) -> Tensor:
     """Modulated deformable convolution with one deformable group.
 
@@ -33,19 +77,23 @@ def modulated_deform_conv(
         mask: modulation scalars, already passed through a sigmoid, (N, kh * kw, Ho, Wo).
         weight: (C_out, C, kh, kw).
         bias: (C_out,) or None.
+        impl: "auto", "torchvision" or "sampled"; see the module docstring. All give the same
+            result up to float rounding.
     Returns:
-        (N, C_out, Ho, Wo), in ``x``'s dtype.
+        (N, C_out, Ho, Wo), in ``x``'s dtype (channels-last memory for ``"sampled"``).
 
-    Under autocast the op runs in float32 (torchvision's CPU kernel has no reduced-precision path
-    and sampling offsets need the precision) and the result is cast back to ``x``'s dtype.
+    Under autocast or with mixed dtypes the op runs in float32 (sampling offsets need the
+    precision, and torchvision's CPU kernel has no reduced-precision path) and the result is cast
+    back to ``x``'s dtype; so does ``"sampled"`` for inputs that are neither float32 nor float64.
     """
+    impl = resolve_deform_impl(impl, x.device)
+    op = deform_conv2d if impl == "torchvision" else _sampled
     device_type = x.device.type
-    if (
-        torch.is_autocast_enabled(device_type)
-        or len({x.dtype, offset.dtype, mask.dtype, weight.dtype}) > 1
-    ):
+    dtypes = {x.dtype, offset.dtype, mask.dtype, weight.dtype}
+    upcast = len(dtypes) > 1 or (impl == "sampled" and not dtypes <= _FULL)
+    if torch.is_autocast_enabled(device_type) or upcast:
         with torch.autocast(device_type, enabled=False):
-            out = deform_conv2d(
+            out = op(
                 x.float(),
                 offset.float(),
                 weight.float(),
@@ -55,14 +103,23 @@ def modulated_deform_conv(
                 mask=mask.float(),
             )
         return out.to(x.dtype)
-    return deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
+    return op(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
+
+
+_FULL = {torch.float32, torch.float64}
+
+
+def _sampled(x, offset, weight, bias, *, stride, padding, mask):
+    # torchvision's argument order, so both implementations are called the same way.
+    return sampled_deform_conv(x, offset, mask, weight, bias, stride=stride, padding=padding)
 
 
 class ModulatedDeformConv(nn.Module):
     """A 3x3 (by default) DCNv2 layer whose offset and mask are supplied by the caller.
 
     DyHead predicts one offset/mask per level and shares it between three convolutions, so this
-    module holds only the weight and the optional bias.
+    module holds only the weight and the optional bias. ``deform_impl`` picks the implementation
+    (see :func:`modulated_deform_conv`); it does not change parameters or results.
     """
 
     def __init__(
@@ -73,6 +130,7 @@ class ModulatedDeformConv(nn.Module):
         stride: int = 1,
         padding: int = 1,
         bias: bool = True,
+        deform_impl: str = "auto",
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -80,6 +138,7 @@ class ModulatedDeformConv(nn.Module):
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
+        self.deform_impl = check_deform_impl(deform_impl)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels))
@@ -96,11 +155,19 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor) -> Tensor:
         return modulated_deform_conv(
-            x, offset, mask, self.weight, self.bias, stride=self.stride, padding=self.padding
+            x,
+            offset,
+            mask,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            impl=self.deform_impl,
         )
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
+            f"deform_impl={self.deform_impl!r}"
         )

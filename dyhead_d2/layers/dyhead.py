@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deform_conv import ModulatedDeformConv
+from .deform_conv import ModulatedDeformConv, check_deform_impl, resolve_deform_impl
 from .dyrelu import DyReLU, hard_sigmoid
+from .fast_block import fused_block_forward
 from .offset_modes import check_offset_mode, read_high_branch_offset
 
 __all__ = [
@@ -31,11 +32,23 @@ class DeformConvGN(nn.Module):
     """Modulated deformable 3x3 convolution followed by GroupNorm."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, bias: bool, norm_groups: int
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        bias: bool,
+        norm_groups: int,
+        deform_impl: str = "auto",
     ):
         super().__init__()
         self.conv = ModulatedDeformConv(
-            in_channels, out_channels, 3, stride=stride, padding=1, bias=bias
+            in_channels,
+            out_channels,
+            3,
+            stride=stride,
+            padding=1,
+            bias=bias,
+            deform_impl=deform_impl,
         )
         self.norm = nn.GroupNorm(norm_groups, out_channels)
 
@@ -115,6 +128,19 @@ class DyHeadBlock(nn.Module):
             scale-attention conv) or "mmdet" (N(0, 0.01) for every plain convolution and DyReLU
             layer).
         norm_groups: GroupNorm groups after each deformable convolution.
+        deform_impl: which modulated deformable convolution runs: ``"torchvision"``
+            (``torchvision.ops.deform_conv2d``), ``"sampled"`` (gathers + matrix multiplies in
+            plain PyTorch, see :mod:`dyhead_d2.layers.sampled_deform_conv`) or ``"auto"``
+            (default: ``"sampled"`` on CPU, ``"torchvision"`` on other devices). Both compute the
+            same function; results agree to float rounding (outputs and gradients, about 1e-6
+            relative), which is why the default may differ per device. It changes no parameter.
+            The sampled path returns channels-last tensors (same shapes and values).
+
+    ``forward`` runs :meth:`forward_per_level` (the algorithm as written: per level, per branch)
+    when the resolved implementation is ``"torchvision"``, and the fused all-levels forward of
+    :mod:`dyhead_d2.layers.fast_block` when it is ``"sampled"``. Under autocast the former runs
+    the deformable convolutions in float32; the latter computes sampling positions and bilinear
+    weights in float32 and its matrix products and gathers in the autocast dtype.
     """
 
     def __init__(
@@ -127,11 +153,13 @@ class DyHeadBlock(nn.Module):
         zero_init_offset: bool,
         init_style: str,
         norm_groups: int = 16,
+        deform_impl: str = "auto",
     ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.offset_mode = check_offset_mode(offset_mode)
+        self.deform_impl = check_deform_impl(deform_impl)
         if init_style not in INIT_STYLES:
             raise ValueError(
                 f"Unknown init_style {init_style!r}; expected one of {', '.join(INIT_STYLES)}"
@@ -142,9 +170,10 @@ class DyHeadBlock(nn.Module):
                 f"norm_groups ({norm_groups})"
             )
         self.offset_conv = nn.Conv2d(in_channels, _OFFSET_CHANNELS + _MASK_CHANNELS, 3, padding=1)
-        self.conv_high = DeformConvGN(in_channels, out_channels, 1, dcn_bias, norm_groups)
-        self.conv_mid = DeformConvGN(in_channels, out_channels, 1, dcn_bias, norm_groups)
-        self.conv_low = DeformConvGN(in_channels, out_channels, 2, dcn_bias, norm_groups)
+        branch_args = (dcn_bias, norm_groups, deform_impl)
+        self.conv_high = DeformConvGN(in_channels, out_channels, 1, *branch_args)
+        self.conv_mid = DeformConvGN(in_channels, out_channels, 1, *branch_args)
+        self.conv_low = DeformConvGN(in_channels, out_channels, 2, *branch_args)
         self.scale_attn = ScaleAttention(out_channels)
         self.task_attn = DyReLU(out_channels)
         self._init_weights(init_style, zero_init_offset)
@@ -168,6 +197,16 @@ class DyHeadBlock(nn.Module):
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Levels fine to coarse, (N, in_channels, H_l, W_l) -> (N, out_channels, H_l, W_l)."""
         check_pyramid(features, self.in_channels, type(self).__name__)
+        if resolve_deform_impl(self.deform_impl, features[0].device) == "torchvision":
+            return self.forward_per_level(features)
+        return fused_block_forward(self, features)
+
+    def forward_per_level(self, features: Sequence[Tensor]) -> list[Tensor]:
+        """The block as the authors wrote it: one level and one branch at a time.
+
+        Each deformable convolution uses this block's ``deform_impl``; with ``"torchvision"``
+        this is the reference the fast path is checked and benchmarked against.
+        """
         outputs = []
         for level, x in enumerate(features):
             offset, mask = self.offset_and_mask(x)
@@ -199,7 +238,8 @@ class DyHead(nn.Module):
     number of levels >= 1; each level half the previous one, rounded up) and returns a list of
     (N, out_channels, H_l, W_l) tensors. The keyword arguments are those of :class:`DyHeadBlock`;
     they have no defaults on purpose: each port made different choices and a config must say which
-    one it reproduces.
+    one it reproduces. ``deform_impl`` (default ``"auto"``) only picks how the deformable
+    convolutions are computed; see :class:`DyHeadBlock`.
     """
 
     def __init__(
@@ -213,6 +253,7 @@ class DyHead(nn.Module):
         zero_init_offset: bool,
         init_style: str,
         norm_groups: int = 16,
+        deform_impl: str = "auto",
     ):
         super().__init__()
         if num_blocks < 1:
@@ -220,6 +261,7 @@ class DyHead(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.offset_mode = check_offset_mode(offset_mode)
+        self.deform_impl = check_deform_impl(deform_impl)
         self.blocks = nn.ModuleList(
             DyHeadBlock(
                 in_channels if i == 0 else out_channels,
@@ -229,6 +271,7 @@ class DyHead(nn.Module):
                 zero_init_offset=zero_init_offset,
                 init_style=init_style,
                 norm_groups=norm_groups,
+                deform_impl=deform_impl,
             )
             for i in range(num_blocks)
         )
