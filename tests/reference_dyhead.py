@@ -96,8 +96,11 @@ def conv3x3(x, weight, bias):
     return out
 
 
-def read_offset(t, h, w, mode):
+def read_offset(t, h, w, mode, is_mask=False):
     """(C, H, W) -> (C, h, w) by explicit indexing, one value at a time."""
+    if mode == "mmcv":
+        # mmcv's kernel walks the raw memory of the offset slice; the mask is a real top-left copy.
+        mode = "topleft" if is_mask else "official"
     c, big_h, big_w = t.shape
     out = torch.zeros(c, h, w, dtype=t.dtype)
     for ch in range(c):
@@ -153,7 +156,7 @@ def reference_block(block, features, offset_mode):
                     "conv_high",
                     coarse,
                     read_offset(offset, h, w, offset_mode),
-                    read_offset(mask, h, w, offset_mode),
+                    read_offset(mask, h, w, offset_mode, is_mask=True),
                     1,
                 )
                 branches.append(upsample_align_corners(hi, x.shape[-2:]))

@@ -179,10 +179,10 @@ PORTS = {
         offset_mode="official", dcn_bias=True, zero_init_offset=False, init_style="authors"
     ),
     "mmdet_simple": dict(
-        offset_mode="topleft", dcn_bias=False, zero_init_offset=True, init_style="mmdet"
+        offset_mode="mmcv", dcn_bias=False, zero_init_offset=True, init_style="mmdet"
     ),
     "mmdet_repro": dict(
-        offset_mode="topleft", dcn_bias=False, zero_init_offset=False, init_style="mmdet"
+        offset_mode="mmcv", dcn_bias=False, zero_init_offset=False, init_style="mmdet"
     ),
 }
 

@@ -82,8 +82,17 @@ def test_official_reading_is_the_kernels_memory_walk():
     assert torch.equal(got[0].flatten(), torch.arange(12, dtype=torch.float32))
     assert torch.equal(got[1].flatten(), torch.arange(30, 42, dtype=torch.float32))
     for mode in OFFSET_MODES:
-        got = read_high_branch_offset(t, (3, 2), mode)
-        assert torch.equal(got[1], read_offset(t[1], 3, 2, mode))
+        for is_mask in (False, True):
+            got = read_high_branch_offset(t, (3, 2), mode, is_mask=is_mask)
+            assert torch.equal(got[1], read_offset(t[1], 3, 2, mode, is_mask))
+    # MMDetection run by mmcv: offsets as the authors' kernel reads them, masks top-left.
+    assert torch.equal(
+        read_high_branch_offset(t, (3, 2), "mmcv"), read_high_branch_offset(t, (3, 2), "official")
+    )
+    assert torch.equal(
+        read_high_branch_offset(t, (3, 2), "mmcv", is_mask=True),
+        read_high_branch_offset(t, (3, 2), "topleft"),
+    )
     assert torch.equal(read_high_branch_offset(t, (3, 2), "topleft")[0, 1], t[0, 1, :3, :2])
     assert torch.equal(read_high_branch_offset(t, (3, 2), "aligned")[0, 0], t[0, 0, ::2, ::2])
 

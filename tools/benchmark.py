@@ -312,7 +312,7 @@ def _plain(conv, x, masks, level, high_size=None, block=None):
         return out
     mask = masks[level]
     if high_size is not None:
-        mask = read_high_branch_offset(mask, tuple(high_size), block.offset_mode)
+        mask = read_high_branch_offset(mask, tuple(high_size), block.offset_mode, is_mask=True)
     return out * mask.mean(dim=1, keepdim=True)
 
 

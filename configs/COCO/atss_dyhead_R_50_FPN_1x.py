@@ -27,7 +27,9 @@ model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
 model.backbone.size_divisibility = 32  # no padding to 128 in this setting
-model.backbone.dyhead.offset_mode = "topleft"  # MMDetection's reading
+# MMDetection slices the top-left corner, but mmcv's kernel reads the offset slice's raw memory:
+# "mmcv" is what its released weights were trained and evaluated with (see offset_modes.py).
+model.backbone.dyhead.offset_mode = "mmcv"
 model.backbone.dyhead.dcn_bias = False
 model.backbone.dyhead.zero_init_offset = True
 model.backbone.dyhead.init_style = "mmdet"

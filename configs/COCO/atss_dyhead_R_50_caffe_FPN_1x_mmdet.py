@@ -18,7 +18,9 @@ from ..common.train import train
 model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
-model.backbone.dyhead.offset_mode = "topleft"  # MMDetection's reading
+# MMDetection slices the top-left corner, but mmcv's kernel reads the offset slice's raw memory:
+# "mmcv" is what its released weights were trained and evaluated with (see offset_modes.py).
+model.backbone.dyhead.offset_mode = "mmcv"
 model.backbone.dyhead.dcn_bias = False
 model.backbone.dyhead.zero_init_offset = False  # "to follow official implementation"
 model.backbone.dyhead.init_style = "mmdet"

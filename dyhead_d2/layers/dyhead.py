@@ -119,7 +119,7 @@ class DyHeadBlock(nn.Module):
     Args:
         in_channels, out_channels: channels of the input and output levels.
         offset_mode: how the high branch reads the finer level's offset; see
-            :mod:`dyhead_d2.layers.offset_modes` ("official", "topleft", "aligned").
+            :mod:`dyhead_d2.layers.offset_modes` ("official", "topleft", "mmcv", "aligned").
         dcn_bias: whether the deformable convolutions have a bias (authors: True,
             MMDetection: False).
         zero_init_offset: initialise the offset/mask convolution to zero (MMDetection's simple
@@ -219,7 +219,7 @@ class DyHeadBlock(nn.Module):
                 high = self.conv_high(
                     coarser,
                     read_high_branch_offset(offset, size, self.offset_mode),
-                    read_high_branch_offset(mask, size, self.offset_mode),
+                    read_high_branch_offset(mask, size, self.offset_mode, is_mask=True),
                 )
                 branches.append(
                     F.interpolate(high, size=x.shape[-2:], mode="bilinear", align_corners=True)

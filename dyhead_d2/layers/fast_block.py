@@ -177,7 +177,7 @@ def fused_deform_branches(
             for i in range(num_levels - 1):
                 size = levels[i + 1].size
                 off = read_high_branch_offset(offsets[i], size, block.offset_mode)
-                msk = read_high_branch_offset(masks[i], size, block.offset_mode)
+                msk = read_high_branch_offset(masks[i], size, block.offset_mode, is_mask=True)
                 high_jobs.append(_Job(off, msk, levels[i + 1], high_conv))
             high = _taps_first(rows[first:], high_jobs, first).to(in_dtype)
             highs = [_level_view(high, lv.start - first, n, lv.size) for lv in levels[1:]]

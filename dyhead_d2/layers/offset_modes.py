@@ -14,6 +14,13 @@ all are kept:
   convolution with padding 1 (how FPN builds ``x[l + 1]`` from ``x[l]``) centres on, so each
   high-level pixel gets the offset predicted where it actually lies. The values are used
   unscaled, as in the other modes.
+* ``"mmcv"``: what MMDetection's code computes when mmcv's kernels run it, which is how its
+  released weights were trained. MMDetection passes the top-left slices, but the offset slice is
+  not contiguous and mmcv's kernel reads its raw memory, so the offsets are read as in
+  ``"official"``; the mask slice goes through ``sigmoid`` first, which makes it a contiguous
+  copy, so the masks really are the top-left corner. (mmcv's backward credits the offset
+  gradients to the top-left positions it did not read; this mode's gradients are those of its
+  forward.)
 """
 
 from __future__ import annotations
@@ -22,29 +29,41 @@ from torch import Tensor
 
 __all__ = ["OFFSET_MODES", "check_offset_mode", "read_high_branch_offset"]
 
-OFFSET_MODES = ("official", "topleft", "aligned")
+OFFSET_MODES = ("official", "topleft", "aligned", "mmcv")
+
+# How each mode reads (offsets, masks).
+_READINGS = {
+    "official": ("official", "official"),
+    "topleft": ("topleft", "topleft"),
+    "aligned": ("aligned", "aligned"),
+    "mmcv": ("official", "topleft"),
+}
 
 
 def check_offset_mode(offset_mode: str) -> str:
     if offset_mode not in OFFSET_MODES:
         raise ValueError(
             f"Unknown offset_mode {offset_mode!r}; expected one of {', '.join(OFFSET_MODES)} "
-            "('official' = authors' CUDA kernel, 'topleft' = MMDetection, "
-            "'aligned' = location-aligned)"
+            "('official' = authors' CUDA kernel, 'topleft' = MMDetection's Python slice, "
+            "'mmcv' = MMDetection as mmcv's kernel runs it, 'aligned' = location-aligned)"
         )
     return offset_mode
 
 
-def read_high_branch_offset(t: Tensor, out_size: tuple[int, int], offset_mode: str) -> Tensor:
+def read_high_branch_offset(
+    t: Tensor, out_size: tuple[int, int], offset_mode: str, *, is_mask: bool = False
+) -> Tensor:
     """Read an ``(N, C, H, W)`` offset or mask map as ``(N, C, h, w)`` for the high branch.
 
     ``out_size`` is ``(h, w)``, the size of the coarser level, with ``h <= H`` and ``w <= W``.
+    ``is_mask`` says which of the two ``t`` is; only ``"mmcv"`` reads them differently.
     """
     check_offset_mode(offset_mode)
+    reading = _READINGS[offset_mode][1 if is_mask else 0]
     h, w = out_size
     n, c = t.shape[:2]
-    if offset_mode == "official":
+    if reading == "official":
         return t.reshape(n, -1)[:, : c * h * w].reshape(n, c, h, w)
-    if offset_mode == "topleft":
+    if reading == "topleft":
         return t[:, :, :h, :w]
     return t[:, :, ::2, ::2][:, :, :h, :w]
