@@ -30,8 +30,13 @@ Benchmarks (``--which``):
   - ``e/convs``: only the three deformable convs of every level (offsets/masks given, and
     differentiated in the backward run) vs the three plain convs of every level; no offset
     conv, normalisation or attention on either side.
-* ``c``, ``d``: full detector inference on one image and a training step on two images. Not
-  implemented yet: see the EXTENSION POINT below.
+* ``c``: full detector inference (``configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py``, random
+  weights, same for both sides) on one 800x1216 image; the reported difference is that of the
+  DyHead outputs.
+* ``d``: one training step (forward, backward, SGD step) of that detector on two 512x512 images
+  with six random boxes each; the reference also runs the authors' per-box ATSS assignment loop
+  instead of the vectorised one. Differences of the losses and of all gradients are reported.
+  (``c`` and ``d`` need detectron2, and ignore ``--sizes``, ``--blocks`` and ``--channels``.)
 
 Peak memory (largest over the timed runs): on CUDA, ``torch.cuda.max_memory_allocated`` minus
 the memory allocated before the run. On CPU, the peak resident set size of the process during the
@@ -59,7 +64,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -371,52 +376,149 @@ def _rep(args) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# EXTENSION POINT: (c) detector inference, (d) training step.
-#
-# When the detector exists, register a builder here: a callable ``builder(deform_impl) ->
-# (model, make_inputs)`` where ``model`` is a detector whose DyHead uses ``deform_impl`` and
-# ``make_inputs(batch, size)`` returns what ``model`` takes (in training mode a dict of losses
-# comes back). ``detector_inference`` / ``training_step`` then time the reference
-# (``"torchvision"``) against ``args.impl`` exactly like the tower benchmarks.
+# (c) detector inference, (d) training step: needs detectron2.
 # ----------------------------------------------------------------------------------------------
 
-DETECTOR_BUILDER: Callable | None = None
+DETECTOR_CONFIG = "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
+
+
+def atss_assign_per_box(anchors, num_anchors_per_level, gt_boxes, topk=9):
+    """The authors' ATSS assignment, one ground-truth box at a time (the reference for (d))."""
+    from torchvision.ops import box_iou
+
+    matched = torch.full((len(anchors),), -1, dtype=torch.int64, device=anchors.device)
+    best = torch.full((len(anchors),), -math.inf, device=anchors.device)
+    ious = box_iou(anchors, gt_boxes)
+    centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+    for j, box in enumerate(gt_boxes):
+        dist = ((centers - (box[:2] + box[2:]) / 2) ** 2).sum(dim=1).sqrt()
+        candidates, start = [], 0
+        for n in num_anchors_per_level:
+            k = min(topk, n)
+            candidates.append(dist[start : start + n].topk(k, largest=False).indices + start)
+            start += n
+        cand = torch.cat(candidates)
+        cand_iou = ious[cand, j]
+        threshold = cand_iou.mean() + cand_iou.std()
+        c = centers[cand]
+        inside = torch.stack(
+            [c[:, 0] - box[0], c[:, 1] - box[1], box[2] - c[:, 0], box[3] - c[:, 1]]
+        )
+        pos = cand[(cand_iou >= threshold) & (inside.min(dim=0).values > 0.01)]
+        better = ious[pos, j] > best[pos]
+        matched[pos[better]] = j
+        best[pos[better]] = ious[pos[better], j]
+    return matched
+
+
+def detector_builder(offset_mode: str = "official"):
+    """``builder(deform_impl) -> (model, make_inputs)`` for the authors' ATSS + DyHead R-50."""
+    from detectron2.config import instantiate
+    from detectron2.structures import Boxes, Instances
+
+    from dyhead_d2.engine import load_config
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    cfg = load_config(os.path.join(root, DETECTOR_CONFIG))
+    cfg.model.backbone.dyhead.offset_mode = offset_mode
+
+    def make_inputs(batch, size):
+        g = torch.Generator().manual_seed(0)
+        h, w = size
+        inputs = []
+        for _ in range(batch):
+            xy = torch.rand(6, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+            wh = torch.rand(6, 2, generator=g) * 0.3 * torch.tensor([w, h]) + 8
+            inst = Instances(size)
+            inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+            inst.gt_classes = torch.randint(0, 80, (6,), generator=g)
+            image = torch.randint(0, 256, (3, h, w), generator=g).float()
+            inputs.append({"image": image, "instances": inst})
+        return inputs
+
+    def build(deform_impl):
+        cfg.model.backbone.dyhead.deform_impl = deform_impl
+        torch.manual_seed(0)  # same weights for both
+        return instantiate(cfg.model), make_inputs
+
+    return build
+
+
+@contextmanager
+def per_box_assignment(enabled: bool):
+    """Swap the vectorised assignment for the authors' per-box loop while the reference runs."""
+    if not enabled:
+        yield
+        return
+    from dyhead_d2.modeling import atss as atss_module
+
+    saved = atss_module.atss_assign
+    atss_module.atss_assign = atss_assign_per_box
+    try:
+        yield
+    finally:
+        atss_module.atss_assign = saved
 
 
 def detector_inference(builder, args, device, report) -> None:
     """(c) one 800x1216 image through the full detector, reference vs project."""
-    models = {"reference": builder("torchvision"), "project": builder(args.impl)}
-    runs = {}
-    for name, (model, make_inputs) in models.items():
+    runs, features = {}, {}
+    for name, impl in (("reference", "torchvision"), ("project", args.impl)):
+        model, make_inputs = builder(impl)
         model.to(device).eval()
-        inputs = make_inputs(1, (800, 1216))
+        inputs = [{"image": x["image"].to(device)} for x in make_inputs(1, (800, 1216))]
+        with torch.no_grad(), autocast_ctx(args, device):
+            images = model.preprocess_image(inputs)
+            features[name] = [f.float() for f in model.backbone(images.tensor).values()]
 
         def run(model=model, inputs=inputs):
             with torch.no_grad(), autocast_ctx(args, device):
                 return model(inputs)
 
         runs[name] = run
-    report("c", "detector inference, 1 image 800x1216", compare(runs, device, **_rep(args)), {})
+    diffs = {"DyHead outputs": max_abs_diff(features["reference"], features["project"])}
+    title = "detector inference (ATSS + DyHead R-50), 1 image 800x1216"
+    report("c", title, compare(runs, device, **_rep(args)), diffs)
 
 
 def training_step(builder, args, device, report) -> None:
-    """(d) one training step (forward, backward, SGD step) on two 512x512 images."""
-    runs = {}
+    """(d) one training step (forward, backward, SGD step) on two 512x512 images.
+
+    The reference also assigns anchors the authors' way, one ground-truth box at a time.
+    """
+    from detectron2.utils.events import EventStorage
+
+    runs, losses, grads = {}, {}, {}
     for name, impl in (("reference", "torchvision"), ("project", args.impl)):
         model, make_inputs = builder(impl)
         model.to(device).train()
         inputs = make_inputs(2, (512, 512))
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        for x in inputs:
+            x["image"] = x["image"].to(device)
+            x["instances"] = x["instances"].to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every repeat sees equal weights
+        reference = name == "reference"
+        with EventStorage(), per_box_assignment(reference), autocast_ctx(args, device):
+            out = model(inputs)
+        sum(out.values()).backward()
+        losses[name] = [v.detach().float().reshape(1) for v in out.values()]
+        grads[name] = [p.grad.float() for p in model.parameters() if p.grad is not None]
+        model.zero_grad(set_to_none=True)
 
-        def run(model=model, inputs=inputs, opt=opt):
+        def run(model=model, inputs=inputs, opt=opt, reference=reference):
             opt.zero_grad(set_to_none=True)
-            with autocast_ctx(args, device):
-                losses = model(inputs)
-            sum(losses.values()).backward()
+            with EventStorage(), per_box_assignment(reference), autocast_ctx(args, device):
+                out = model(inputs)
+            sum(out.values()).backward()
             opt.step()
 
         runs[name] = run
-    report("d", "training step, 2 images 512x512", compare(runs, device, **_rep(args)), {})
+    diffs = {
+        "losses": max_abs_diff(losses["reference"], losses["project"]),
+        "gradients": max_abs_diff(grads["reference"], grads["project"]),
+    }
+    title = "training step (ATSS + DyHead R-50), 2 images 512x512"
+    report("d", title, compare(runs, device, **_rep(args)), diffs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,8 +598,9 @@ def main(argv=None) -> list[dict]:
     )
     for dev_name in devices:
         device = torch.device(dev_name)
-        ref, new = build_towers(args, device)
-        for size in args.sizes:
+        tower_benchmarks = [w for w in which if w not in ("c", "d")]
+        ref, new = build_towers(args, device) if tower_benchmarks else (None, None)
+        for size in args.sizes if tower_benchmarks else []:
             image = parse_size(size)
             feats = make_features(args, image, device)
             levels = "..".join(f"{h}x{w}" for h, w in (f.shape[-2:] for f in feats))
@@ -515,13 +618,19 @@ def main(argv=None) -> list[dict]:
                 elif w == "e":
                     block_vs_plain(ref, new, feats, args, device, report)
                 elif w in ("c", "d"):
-                    if DETECTOR_BUILDER is None:
-                        print(f"\n({w}) skipped: no detector builder registered (EXTENSION POINT)")
-                        continue
-                    fn = detector_inference if w == "c" else training_step
-                    fn(DETECTOR_BUILDER, args, device, report)
+                    continue  # once per device, below
                 else:
                     p.error(f"unknown benchmark {w!r}")
+        detector = [w for w in which if w in ("c", "d")]
+        if detector:
+            header = (
+                f"{device.type} {args.dtype}, project deform_impl={args.impl!r} "
+                f"-> {resolve_deform_impl(args.impl, device)!r}"
+            )
+            report = make_reporter(header, results)
+            builder = detector_builder(args.offset_mode)
+            for w in detector:
+                (detector_inference if w == "c" else training_step)(builder, args, device, report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
