@@ -36,7 +36,8 @@ Benchmarks (``--which``):
 * ``d``: one training step (forward, backward, SGD step) of that detector on two 512x512 images
   with six random boxes each; the reference also runs the authors' per-box ATSS assignment loop
   instead of the vectorised one. Differences of the losses and of all gradients are reported.
-  (``c`` and ``d`` need detectron2, and ignore ``--sizes``, ``--blocks`` and ``--channels``.)
+  (``c`` and ``d`` need detectron2; their sizes are ``--detector-size`` and ``--train-size``,
+  and they ignore ``--sizes``, ``--blocks`` and ``--channels``.)
 
 Peak memory (largest over the timed runs): on CUDA, ``torch.cuda.max_memory_allocated`` minus
 the memory allocated before the run. On CPU, the peak resident set size of the process during the
@@ -461,12 +462,13 @@ def per_box_assignment(enabled: bool):
 
 
 def detector_inference(builder, args, device, report) -> None:
-    """(c) one 800x1216 image through the full detector, reference vs project."""
+    """(c) one image (800x1216 by default) through the full detector, reference vs project."""
     runs, features = {}, {}
     for name, impl in (("reference", "torchvision"), ("project", args.impl)):
         model, make_inputs = builder(impl)
         model.to(device).eval()
-        inputs = [{"image": x["image"].to(device)} for x in make_inputs(1, (800, 1216))]
+        size = parse_size(args.detector_size)
+        inputs = [{"image": x["image"].to(device)} for x in make_inputs(1, size)]
         with torch.no_grad(), autocast_ctx(args, device):
             images = model.preprocess_image(inputs)
             features[name] = [f.float() for f in model.backbone(images.tensor).values()]
@@ -477,12 +479,12 @@ def detector_inference(builder, args, device, report) -> None:
 
         runs[name] = run
     diffs = {"DyHead outputs": max_abs_diff(features["reference"], features["project"])}
-    title = "detector inference (ATSS + DyHead R-50), 1 image 800x1216"
+    title = f"detector inference (ATSS + DyHead R-50), 1 image {args.detector_size}"
     report("c", title, compare(runs, device, **_rep(args)), diffs)
 
 
 def training_step(builder, args, device, report) -> None:
-    """(d) one training step (forward, backward, SGD step) on two 512x512 images.
+    """(d) one training step (forward, backward, SGD step) on two images (512x512 by default).
 
     The reference also assigns anchors the authors' way, one ground-truth box at a time.
     """
@@ -492,7 +494,7 @@ def training_step(builder, args, device, report) -> None:
     for name, impl in (("reference", "torchvision"), ("project", args.impl)):
         model, make_inputs = builder(impl)
         model.to(device).train()
-        inputs = make_inputs(2, (512, 512))
+        inputs = make_inputs(2, parse_size(args.train_size))
         for x in inputs:
             x["image"] = x["image"].to(device)
             x["instances"] = x["instances"].to(device)
@@ -517,7 +519,7 @@ def training_step(builder, args, device, report) -> None:
         "losses": max_abs_diff(losses["reference"], losses["project"]),
         "gradients": max_abs_diff(grads["reference"], grads["project"]),
     }
-    title = "training step (ATSS + DyHead R-50), 2 images 512x512"
+    title = f"training step (ATSS + DyHead R-50), 2 images {args.train_size}"
     report("d", title, compare(runs, device, **_rep(args)), diffs)
 
 
@@ -584,6 +586,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--which", default="a,b,e", help="comma-separated subset of a,b,c,d,e")
+    p.add_argument("--detector-size", default="800x1216", help="image HxW of (c)")
+    p.add_argument("--train-size", default="512x512", help="image HxW of the two images of (d)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     if args.threads:
