@@ -161,36 +161,48 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
         QUICKSTART,
         *TINY,
         f"train.output_dir={out_dir}",
-        "train.max_iter=12",
         "train.eval_period=0",
         "train.checkpointer.period=3",
-        "train.checkpointer.max_to_keep=10",
+        "train.checkpointer.max_to_keep=100",
+        "optimizer.lr=0.01",
     ]
-    proc = run_train_net(args, tmp_path, wait=False)
-    checkpoint = out_dir / "model_0000005.pth"  # saved after iteration 5 (the 6th)
+    # The first run is far from done when it is killed, however fast this machine trains: it is
+    # killed as soon as a checkpoint after iteration 5 is complete (Detectron2 names it in
+    # last_checkpoint only once the file is written).
+    proc = run_train_net([*args, "train.max_iter=1000"], tmp_path, wait=False)
     deadline = time.time() + 300
-    while not (checkpoint.is_file() and "model_0000005" in _last_checkpoint(out_dir)):
+    while (saved := _saved_iteration(out_dir)) < 5:
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.time() < deadline, "no checkpoint in time"
-        time.sleep(0.2)
-    time.sleep(1.0)  # let the file finish, then kill as a crash would
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
     assert not (out_dir / "model_final.pth").exists()
+    saved = _saved_iteration(out_dir)  # a later one may have landed before the kill
     logged_before_kill = len(_metrics(out_dir))
 
-    resumed = run_train_net(["--resume", *args], tmp_path)
+    # Same command plus --resume; it is told to stop 6 iterations after the checkpoint.
+    stop = saved + 7
+    resumed = run_train_net(["--resume", *args, f"train.max_iter={stop}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
-    assert re.search(r"Loading from .*model_0000005\.pth", log)
-    assert "Starting training from iteration 6" in log
+    assert re.search(rf"Loading from .*model_{saved:07d}\.pth", log)
+    assert f"Starting training from iteration {saved + 1}" in log
     assert (out_dir / "model_final.pth").is_file()
     after = _metrics(out_dir)[logged_before_kill:]
     iterations = [m["iteration"] for m in after if "lr" in m]
-    assert iterations == list(range(6, 12))
-    # The LR schedule continues where it was: the warm-up is over by iteration 6 of 12.
-    assert all(m["lr"] == pytest.approx(0.02) for m in after if 6 <= m["iteration"] <= 8)
+    assert iterations == list(range(saved + 1, stop))
+    # The schedule continues instead of restarting its warm-up (a tenth of the run): the first
+    # resumed iteration, before the first decay at 3/4 of the run, trains at the configured LR.
+    assert saved + 1 < 0.75 * stop
+    assert [m["lr"] for m in after if "lr" in m][0] == pytest.approx(0.01)
+
+
+def _saved_iteration(out_dir) -> int:
+    """The iteration of the checkpoint named in last_checkpoint, or -1."""
+    match = re.fullmatch(r"model_(\d{7})\.pth", _last_checkpoint(out_dir).strip())
+    return int(match.group(1)) if match else -1
 
 
 def _last_checkpoint(out_dir):
