@@ -23,8 +23,10 @@ TOOL = ROOT / "tools" / "demo.py"
 def demo():
     spec = importlib.util.spec_from_file_location("demo_tool", TOOL)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules[spec.name]
 
 
 def base_args(tiny):
