@@ -75,9 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--confidence-threshold",
         type=float,
-        default=0.5,
+        default=0.3,
         metavar="T",
-        help="keep detections with score >= T (default 0.5)",
+        help="keep detections with score >= T (default 0.3; ATSS's score is the class "
+        "probability times the centerness, lower than a two-stage detector's)",
     )
     parser.add_argument(
         "--scale",
