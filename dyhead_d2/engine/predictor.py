@@ -215,7 +215,10 @@ class DatasetIds:
         if name is None:
             return cls()
         image_ids = {}
-        if name in DatasetCatalog:
+        json_file = MetadataCatalog.get(name).get("json_file", None)
+        # A COCO-format dataset whose files are not there (e.g. COCO itself, not downloaded)
+        # only has its metadata to offer.
+        if name in DatasetCatalog and (json_file is None or os.path.isfile(json_file)):
             try:
                 records = DatasetCatalog.get(name)
             except Exception as e:  # any loader a user registered; the ids are a nicety
