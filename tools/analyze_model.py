@@ -49,6 +49,7 @@ from dyhead_d2.engine.analysis import (  # noqa: E402
     detector_flops,
     module_flops,
 )
+from dyhead_d2.modeling import ATSS  # noqa: E402
 
 PROG = "analyze_model.py"
 
@@ -167,10 +168,12 @@ def analyze(cfg, height: int, width: int, depth: int = 2) -> Report:
         return report
     report.neck = Count(params["backbone.dyhead"], by_module["model.backbone.dyhead"])
     report.neck_blocks = len(dyhead.blocks)
-    num_classes = getattr(model, "num_classes", None)
-    if not levels or num_classes is None:
-        report.note = "the model has no dense head (model.head): no comparison with ATSS's head"
+    if not isinstance(model, ATSS) or not levels:
+        report.note = (
+            f"the model is a {type(model).__name__}, not ATSS: no comparison with ATSS's head"
+        )
         return report
+    num_classes = model.num_classes
     report.head = Count(params["head"], by_module["model.head"])
     channels = levels[0][1]
     original = atss_original_head(channels, num_classes, len(levels)).to(device).eval()
