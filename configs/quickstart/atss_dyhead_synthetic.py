@@ -12,7 +12,7 @@ from dyhead_d2.data import synthetic_dataset
 from ..common.coco_schedule import multi_step_schedule
 from ..common.data.coco import dataloader
 from ..common.models.atss_dyhead import model
-from ..common.optim import SGD as optimizer
+from ..common.optim import AdamW as optimizer
 from ..common.train import train
 
 WIDTHS = (32, 32, 64, 128, 256)  # stem, res2..res5: a half-width ResNet-18
@@ -49,14 +49,27 @@ model.backbone.dyhead.dcn_bias = True
 model.backbone.dyhead.zero_init_offset = True  # stable start from scratch
 model.backbone.dyhead.init_style = "mmdet"
 model.head.in_channels = FPN_CHANNELS
+# Two 3x3 convs (GroupNorm) before the predictors: from scratch and in 1000 steps the classifier
+# needs them (AP 18 -> 23 in a tuning run).
+model.head.num_convs = 2
+model.head.conv_channels = FPN_CHANNELS
 model.num_classes = 5
 # Images are 256x256: anchors 4x the stride suit objects of 8..128 pixels.
 model.anchor_generator.sizes = [[32], [64], [128], [256], [512]]
 model.pixel_mean = [127.5, 127.5, 127.5]
 model.pixel_std = [64.0, 64.0, 64.0]
 
-# Both loaders register both splits; they must ask for the same data.
-SYNTHETIC = dict(num_train=3000, num_val=300, image_size=256, seed=0)
+# Both loaders register both splits; they must ask for the same data. Objects from 12 px (the
+# generator's default, 8 px, is 1 pixel at stride 8) and at least half visible (default 30%): a
+# task a 2-core CPU learns in minutes, still with small objects, occlusion and empty images.
+SYNTHETIC = dict(
+    num_train=3000,
+    num_val=300,
+    image_size=256,
+    min_object_size=12,
+    min_visible_fraction=0.5,
+    seed=0,
+)
 dataloader.train.dataset.names = L(synthetic_dataset)(split="train", **SYNTHETIC)
 dataloader.train.dataset.filter_empty = False  # empty images are part of the task
 dataloader.train.mapper.augmentations = [L(T.RandomFlip)(horizontal=True)]
@@ -66,7 +79,10 @@ dataloader.test.dataset.names = L(synthetic_dataset)(split="val", **SYNTHETIC)
 dataloader.test.mapper.augmentations = []
 dataloader.test.num_workers = 1
 
-optimizer.lr = 0.02
+# AdamW suits the from-scratch GroupNorm network better than SGD here (AP 5.4 -> 7.2 after 300
+# steps at equal settings); LR x0.1 at 75% and 90%, 100 warm-up steps.
+optimizer.lr = 2e-3
+optimizer.weight_decay = 0.05
 lr_multiplier = multi_step_schedule(MAX_ITER, (int(MAX_ITER * 0.75), int(MAX_ITER * 0.9)), 100)
 
 train.output_dir = "./output/quickstart"
@@ -75,3 +91,4 @@ train.eval_period = MAX_ITER
 train.checkpointer = dict(period=200, max_to_keep=3)
 train.log_period = 20
 train.seed = 0
+train.amp.enabled = True  # bfloat16 autocast on CPU (x1.4 faster here), float16 on CUDA
