@@ -2,7 +2,7 @@
 """Run a trained model on images: a picture with the detections and a COCO results JSON each.
 
     python tools/demo.py --config-file configs/quickstart/atss_dyhead_synthetic.py \\
-        --input 'datasets/synthetic/val-*/images/00000[0-3].jpg' --output demo_out \\
+        --input 'datasets/synthetic_shapes/val-*/images/00000[0-3].jpg' --output demo_out \\
         train.init_checkpoint=output/quickstart/model_final.pth
 
 ``--input`` takes image files, folders (their images, not recursive) and glob patterns (quote
