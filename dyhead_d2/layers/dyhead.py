@@ -210,9 +210,10 @@ class DyHeadBlock(nn.Module):
         outputs = []
         for level, x in enumerate(features):
             offset, mask = self.offset_and_mask(x)
-            branches = [self.conv_mid(x, offset, mask)]
+            mid = self.conv_mid(x, offset, mask)
+            low = high = None
             if level > 0:
-                branches.append(self.conv_low(features[level - 1], offset, mask))
+                low = self.conv_low(features[level - 1], offset, mask)
             if level < len(features) - 1:
                 coarser = features[level + 1]
                 size = (coarser.shape[-2], coarser.shape[-1])
@@ -221,14 +222,24 @@ class DyHeadBlock(nn.Module):
                     read_high_branch_offset(offset, size, self.offset_mode),
                     read_high_branch_offset(mask, size, self.offset_mode, is_mask=True),
                 )
-                branches.append(
-                    F.interpolate(high, size=x.shape[-2:], mode="bilinear", align_corners=True)
-                )
-            fused = branches[0] * self.scale_attn(branches[0])
-            for b in branches[1:]:
-                fused = fused + b * self.scale_attn(b)
-            outputs.append(self.task_attn(fused / len(branches)))
+            outputs.append(self.fuse_branches(mid, low, high))
         return outputs
+
+    def fuse_branches(self, mid: Tensor, low: Tensor | None, high: Tensor | None) -> Tensor:
+        """One level's output from its normalised branch outputs: ``high`` (at the coarser
+        level's size) upsampled to ``mid``'s size, each branch weighted by the scale attention,
+        their mean, then DyReLU. Shared by both forward paths, so they fuse alike."""
+        branches = [mid]
+        if low is not None:
+            branches.append(low)
+        if high is not None:
+            branches.append(
+                F.interpolate(high, size=mid.shape[-2:], mode="bilinear", align_corners=True)
+            )
+        fused = branches[0] * self.scale_attn(branches[0])
+        for b in branches[1:]:
+            fused = fused + b * self.scale_attn(b)
+        return self.task_attn(fused / len(branches))
 
 
 class DyHead(nn.Module):

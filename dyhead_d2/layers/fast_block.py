@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .offset_modes import read_high_branch_offset
@@ -191,22 +190,13 @@ def fused_deform_branches(
 
 
 def assemble_levels(block, features, mids, lows, highs) -> list[Tensor]:
-    """The rest of the block from its branch outputs: GroupNorm, upsampling of ``high``, scale
-    attention, the mean over branches and DyReLU, level by level as in the per-level forward."""
+    """The rest of the block from its branch outputs: GroupNorm, then the block's
+    ``fuse_branches`` (upsampling of ``high``, scale attention, mean, DyReLU), level by level."""
     outputs = []
-    for i, x in enumerate(features):
-        branches = [block.conv_mid.norm(mids[i])]
-        if lows[i] is not None:
-            branches.append(block.conv_low.norm(lows[i]))
-        if highs[i] is not None:
-            h = block.conv_high.norm(highs[i])
-            branches.append(
-                F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=True)
-            )
-        fused = branches[0] * block.scale_attn(branches[0])
-        for b in branches[1:]:
-            fused = fused + b * block.scale_attn(b)
-        outputs.append(block.task_attn(fused / len(branches)))
+    for i in range(len(features)):
+        low = None if lows[i] is None else block.conv_low.norm(lows[i])
+        high = None if highs[i] is None else block.conv_high.norm(highs[i])
+        outputs.append(block.fuse_branches(block.conv_mid.norm(mids[i]), low, high))
     return outputs
 
 
