@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
@@ -18,6 +19,16 @@ from dyhead_d2.layers import DyHead
 from dyhead_d2.modeling import ATSS, DyHeadBackbone
 
 WIDTH = 32
+
+
+def unregister_datasets(names=("synthetic_train", "synthetic_val")) -> None:
+    """Forget datasets a test registered: registration is process-wide and would leak into the
+    next test."""
+    for name in names:
+        if name in DatasetCatalog:
+            DatasetCatalog.remove(name)
+        if name in MetadataCatalog:
+            MetadataCatalog.remove(name)
 
 
 def tiny_resnet(norm: str = "BN"):

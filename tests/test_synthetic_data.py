@@ -291,6 +291,8 @@ def test_register_with_detectron2(tmp_path):
     from detectron2.data.datasets import load_coco_json
     from detectron2.structures import BoxMode
 
+    from .d2_models import unregister_datasets
+
     prefix = f"synthetic_test_{uuid.uuid4().hex[:8]}"
     names = (f"{prefix}_train", f"{prefix}_val")
     try:
@@ -322,8 +324,4 @@ def test_register_with_detectron2(tmp_path):
         with pytest.raises(ValueError, match="already registered with different metadata"):
             register_synthetic(prefix, tmp_path, num_train=12, num_val=7, **KW)
     finally:
-        for name in names:
-            if name in DatasetCatalog:
-                DatasetCatalog.remove(name)
-            if name in MetadataCatalog:
-                MetadataCatalog.remove(name)
+        unregister_datasets(names)

@@ -13,6 +13,8 @@ import pytest
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
 
+from .d2_models import unregister_datasets  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = "configs/quickstart/atss_dyhead_synthetic.py"
 
@@ -48,14 +50,7 @@ def train_net_module(monkeypatch, tmp_path):
     import train_net
 
     yield train_net
-    # Registration is process-wide; leave no synthetic split behind for the next case.
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    for name in ("synthetic_train", "synthetic_val"):
-        if name in DatasetCatalog:
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog:
-            MetadataCatalog.remove(name)
+    unregister_datasets()
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,12 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 
 from dyhead_d2.engine import load_config
 from dyhead_d2.engine.checks import dataset_names
 
+from .d2_models import unregister_datasets
 from .test_train_net import QUICKSTART, ROOT, TINY
 
 TINY_TOOLS = [*TINY, "model.backbone.dyhead.num_blocks=2"]
@@ -59,14 +60,6 @@ def make_lively(model, seed: int = 0) -> None:
     model.head.cls_logits.bias.zero_()  # probabilities around 0.5: plenty of detections
 
 
-def _unregister():
-    for name in ("synthetic_train", "synthetic_val"):
-        if name in DatasetCatalog:
-            DatasetCatalog.remove(name)
-        if name in MetadataCatalog:
-            MetadataCatalog.remove(name)
-
-
 @pytest.fixture(scope="module", name="tiny_model")
 def tiny_model_fixture(tmp_path_factory):
     """``tiny_model``: a :class:`TinyModel` (import this into a test module to use it);
@@ -76,7 +69,7 @@ def tiny_model_fixture(tmp_path_factory):
         mp.setenv("DETECTRON2_DATASETS", str(tmp / "datasets"))
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.chdir(ROOT)
-        _unregister()
+        unregister_datasets()
         cfg = load_config(QUICKSTART, TINY_TOOLS)
         torch.manual_seed(0)
         model = instantiate(cfg.model)
@@ -89,7 +82,7 @@ def tiny_model_fixture(tmp_path_factory):
         images = sorted(image_root.glob("*.jpg"))
         assert images, f"no synthetic images in {image_root}"
         yield TinyModel(QUICKSTART, list(TINY_TOOLS), checkpoint, images, cfg)
-        _unregister()
+        unregister_datasets()
 
 
 def tool_env(tmp_root: Path) -> dict:
