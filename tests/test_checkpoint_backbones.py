@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 torchvision = pytest.importorskip("torchvision")
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402

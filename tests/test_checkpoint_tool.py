@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 
 from detectron2.modeling import META_ARCH_REGISTRY  # noqa: E402
 from detectron2.structures import Boxes  # noqa: E402

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 
 from dyhead_d2.engine import AutocastForward, add_gradient_clipping, resolve_device  # noqa: E402
 

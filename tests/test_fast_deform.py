@@ -13,6 +13,7 @@ from dyhead_d2.layers import OFFSET_MODES, modulated_deform_conv
 from dyhead_d2.layers.deform_conv import DEFORM_IMPLS, resolve_deform_impl
 from dyhead_d2.layers.sampled_deform_conv import gather_sum, sampled_deform_conv
 
+from . import needs_detectron2
 from .test_dyhead import C, make_block, perturb_block, pyramid
 
 TOL = 1e-4
@@ -311,9 +312,7 @@ def test_benchmark_runs_on_tiny_sizes(capsys):
 
 @pytest.mark.slow
 def test_benchmark_detector_inference_and_training_step(capsys):
-    pytest.importorskip(
-        "detectron2", reason="detectron2 is not installed (not on PyPI; see README)"
-    )
+    needs_detectron2()
     bench = _load_benchmark()
     argv = "--which c,d --detector-size 128x192 --train-size 128x128 --repeats 1 --warmup 0"
     results = bench.main(argv.split() + ["--device", "cpu"])

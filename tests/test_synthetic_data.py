@@ -27,6 +27,8 @@ from dyhead_d2.data import (
     synthetic_cache_dir,
 )
 
+from . import needs_detectron2
+
 N = 16  # images per test split: enough for every size range, occlusion and empty images
 # A higher empty fraction than the default so that 16 images surely contain a few empty ones.
 KW = {"seed": 3, "empty_fraction": 0.25}
@@ -286,7 +288,7 @@ def test_register_without_detectron2_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_register_with_detectron2(tmp_path):
-    pytest.importorskip("detectron2")
+    needs_detectron2()
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.datasets import load_coco_json
     from detectron2.structures import BoxMode

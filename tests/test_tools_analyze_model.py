@@ -7,7 +7,9 @@ import sys
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 
 from detectron2.config import instantiate  # noqa: E402
 from torchvision.ops import deform_conv2d  # noqa: E402

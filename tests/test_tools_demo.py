@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 
 from PIL import Image  # noqa: E402
 

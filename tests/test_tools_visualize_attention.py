@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 
 from PIL import Image  # noqa: E402
 from torchvision.ops import deform_conv2d  # noqa: E402

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (not on PyPI; see README)")
+from . import needs_detectron2  # noqa: E402
+
+needs_detectron2()
 
 from .d2_models import unregister_datasets  # noqa: E402
 
