@@ -8,10 +8,12 @@ In the shape of Detectron2's ``tools/lazyconfig_train_net.py``:
     python train_net.py --config-file CFG --eval-only train.init_checkpoint=out/model_final.pth
     python train_net.py --config-file CFG --resume      # continue from out/last_checkpoint
 
-It runs on CUDA when a GPU is visible and on CPU otherwise (``train.device="auto"``); with
-``--num-gpus N`` on CPU, Detectron2's ``launch`` starts N processes that talk over GLOO.
-Besides Detectron2's keys, ``train`` understands ``amp.enabled`` (float16 on CUDA, bfloat16 on
-CPU), ``clip_grad`` (``enabled``, ``max_norm``, ``norm_type``) and ``seed``.
+The configs resolve ``train.device`` to "cuda" when a GPU is visible and "cpu" otherwise (and
+this script also accepts "auto"); with ``--num-gpus N`` on CPU, Detectron2's ``launch`` starts N
+processes that talk over GLOO. Besides Detectron2's keys, ``train`` understands
+``amp.cpu_bfloat16`` (bfloat16 autocast on a CPU that computes bfloat16 natively, see
+:func:`dyhead_d2.engine.choose_precision`), ``clip_grad`` (``enabled``, ``max_norm``,
+``norm_type``) and ``seed``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from dyhead_d2.engine import (  # noqa: E402
     add_gradient_clipping,
     check_checkpoint,
     check_datasets,
+    choose_precision,
     load_config,
     resolve_device,
 )
@@ -84,12 +87,16 @@ def do_train(args, cfg):
         add_gradient_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
 
     train_loader = instantiate(cfg.dataloader.train)
-    amp = cfg.train.get("amp", {}).get("enabled", False)
-    if amp and cfg.train.device == "cpu":
+    amp = cfg.train.get("amp", {})
+    precision = choose_precision(
+        cfg.train.device, amp.get("enabled", False), amp.get("cpu_bfloat16", False)
+    )
+    (logger.warning if precision.warn else logger.info)(f"Precision: {precision.reason}")
+    if precision.mode == "cpu_bfloat16":
         trainer = SimpleTrainer(
             build_ddp(cfg, AutocastForward(model, "cpu")), train_loader, optimizer
         )
-    elif amp:
+    elif precision.mode == "cuda_float16":
         trainer = AMPTrainer(build_ddp(cfg, model), train_loader, optimizer)
     else:
         trainer = SimpleTrainer(build_ddp(cfg, model), train_loader, optimizer)

@@ -195,6 +195,17 @@ def test_every_config_file_is_covered():
     assert models == set(PUBLISHED) | {"quickstart/atss_dyhead_synthetic.py"}
 
 
+@pytest.mark.parametrize("name", sorted(PUBLISHED) + ["quickstart/atss_dyhead_synthetic.py"])
+def test_config_values_are_ones_detectron2s_own_tools_accept(name):
+    # tools/lazyconfig_train_net.py calls model.to(train.device) and uses AMPTrainer, which
+    # asserts CUDA, whenever train.amp.enabled: both must be resolved when the config loads.
+    cfg = load_config(str(CONFIGS / name))
+    assert cfg.train.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.empty(0, device=cfg.train.device)
+    assert cfg.train.amp.enabled in (False, torch.cuda.is_available())
+    assert cfg.train.amp.cpu_bfloat16 in ("auto", False)
+
+
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_config_states_published_settings(name):
     want = PUBLISHED[name]
@@ -203,7 +214,7 @@ def test_config_states_published_settings(name):
     assert cfg.train.max_iter == want["max_iter"]
     assert cfg.train.ddp.find_unused_parameters is True
     assert cfg.train.amp.enabled is False and cfg.train.clip_grad.enabled is False
-    assert cfg.train.device == "auto"
+    assert cfg.train.amp.cpu_bfloat16 is False  # float32 on CPU, as before it could be chosen
     # Optimizer: every parameter decays (authors / MMDetection defaults), except where the
     # MMDetection Swin-L config exempts norms and position tables.
     assert cfg.optimizer._target_.__name__ == want["optimizer"]

@@ -2,6 +2,7 @@
 # path as the COCO models, sized to train and evaluate on a 2-core CPU in minutes, no download.
 #   python train_net.py --config-file configs/quickstart/atss_dyhead_synthetic.py
 import detectron2.data.transforms as T
+import torch
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
@@ -91,4 +92,6 @@ train.eval_period = MAX_ITER
 train.checkpointer = dict(period=200, max_to_keep=3)
 train.log_period = 20
 train.seed = 0
-train.amp.enabled = True  # bfloat16 autocast on CPU (x1.4 faster here), float16 on CUDA
+# float16 AMP on CUDA; on CPU bfloat16 autocast only where the CPU computes it natively.
+train.amp.enabled = torch.cuda.is_available()
+train.amp.cpu_bfloat16 = "auto"
