@@ -127,6 +127,12 @@ def test_eval_only_reproduces_training_ap(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     trained = _printed_ap(run.stdout + run.stderr)
     assert (out_dir / "model_final.pth").is_file()
+    # The quickstart's precision is this machine's: one log line says which and why.
+    from dyhead_d2.engine import cpu_has_native_bfloat16
+
+    decisions = re.findall(r"Precision: (.*)", run.stdout + run.stderr)
+    expected = "bfloat16 autocast on CPU" if cpu_has_native_bfloat16() else "float32 on CPU"
+    assert len(decisions) == 1 and decisions[0].startswith(expected), decisions
 
     eval_dir = tmp_path / "eval"
     evaluated = run_train_net(
