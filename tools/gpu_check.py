@@ -146,6 +146,7 @@ def main(argv=None) -> list[dc.Row]:
 
     size = bm.parse_size
     sections = {
+        "cuda tests": lambda: dc.cuda_test_rows(ROOT),
         "deform_impl": lambda: deform_impl_rows(args, device, build_trained_like),
         "speed": lambda: dc.speed_rows(
             build_trained_like,
@@ -161,14 +162,9 @@ def main(argv=None) -> list[dc.Row]:
             build_trained_like, device, size(args.detector_size)
         ),
     }
+    if args.skip_tests:
+        del sections["cuda tests"]
     rows: list[dc.Row] = []
-    if not args.skip_tests:
-        s = dc.run_pytest(dc.CUDA_TESTS, ROOT, timeout=300)
-        note = f"of {s.collected}: {s.failed} failed, {s.errors} errors, {s.skipped} skipped"
-        setting = f"pytest on dyhead_d2.engine.device_check.CUDA_TESTS (exit {s.returncode})"
-        rows.append(dc.Row("cuda tests", setting, s.passed, "passed", "all pass", note))
-        if s.failed or s.errors or not s.collected:
-            print(s.output, file=sys.stderr)
     for name, section in sections.items():
         done = len(rows)
         dc.guarded(rows, name, section)

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -50,10 +49,11 @@ __all__ = [
     "Builder",
     "Measured",
     "Row",
-    "TestSummary",
+    "PytestSummary",
     "amp_dtype",
     "calibrate_batchnorm",
     "compare_detections",
+    "cuda_test_rows",
     "detection_rows",
     "format_table",
     "guarded",
@@ -114,7 +114,7 @@ def guarded(rows: list[Row], check: str, section: Callable[[], list[Row]]) -> No
     try:
         rows.extend(section())
     except Exception as e:  # a failed section must not lose the device time the others took
-        traceback.print_exc(file=sys.stderr)
+        logger.exception("device check: section %r failed", check)
         rows.append(Row(check, "error", None, "", note=f"{type(e).__name__}: {e}"[:200]))
 
 
@@ -124,7 +124,7 @@ def guarded(rows: list[Row], check: str, section: Callable[[], list[Row]]) -> No
 
 
 @dataclass
-class TestSummary:
+class PytestSummary:
     collected: int
     passed: int
     failed: int
@@ -134,7 +134,7 @@ class TestSummary:
     output: str  # the end of pytest's output
 
 
-def run_pytest(node_ids: Iterable[str], root: str, timeout: float = 600.0) -> TestSummary:
+def run_pytest(node_ids: Iterable[str], root: str, timeout: float = 600.0) -> PytestSummary:
     """Run pytest on ``node_ids`` in a fresh process (cwd ``root``); counts from its JUnit XML."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = os.path.join(tmp, "junit.xml")
@@ -144,15 +144,32 @@ def run_pytest(node_ids: Iterable[str], root: str, timeout: float = 600.0) -> Te
         )
         output = (proc.stdout + proc.stderr)[-3000:]
         if not os.path.exists(xml):
-            return TestSummary(0, 0, 0, 0, 0, proc.returncode, output)
+            return PytestSummary(0, 0, 0, 0, 0, proc.returncode, output)
         suite = ET.parse(xml).getroot()
         if suite.tag == "testsuites":
             suite = suite[0]
         n = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     passed = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
-    return TestSummary(
+    return PytestSummary(
         n["tests"], passed, n["failures"], n["errors"], n["skipped"], proc.returncode, output
     )
+
+
+def cuda_test_rows(root: str, timeout: float = 300.0) -> list[Row]:
+    """The row of :data:`CUDA_TESTS`: passed of collected (all skip without a GPU)."""
+    s = run_pytest(CUDA_TESTS, root, timeout)
+    if s.failed or s.errors or not s.collected:
+        logger.warning("device check: the CUDA tests did not all pass:\n%s", s.output)
+    return [
+        Row(
+            "cuda tests",
+            f"pytest on dyhead_d2.engine.device_check.CUDA_TESTS (exit {s.returncode})",
+            s.passed,
+            "passed",
+            "all pass",
+            f"of {s.collected}: {s.failed} failed, {s.errors} errors, {s.skipped} skipped",
+        )
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,6 +222,7 @@ def spread_class_logits(
 class Measured:
     seconds: float  # median over the timed repeats
     peak_bytes: int | None  # torch.cuda.max_memory_allocated over them; None on other devices
+    note: str = ""
 
 
 def _sync(device: torch.device) -> None:
@@ -269,9 +287,14 @@ def measure_training(
         trainer.run_step()
         trainer.iter += 1
 
+    scaler = getattr(trainer, "grad_scaler", None)
+    start_scale = scaler.get_scale() if scaler is not None else None
     with EventStorage(0) as storage:
         trainer.storage = storage
-        return measure(step, device, repeats, warmup)
+        m = measure(step, device, repeats, warmup)
+    if scaler is not None:  # a falling scale means steps skipped for inf/NaN gradients
+        m.note = f"GradScaler scale {start_scale:g} -> {scaler.get_scale():g}"
+    return m
 
 
 def measure_inference(
@@ -376,7 +399,7 @@ def speed_rows(
         model.to(device)
         m = measure_training(model, inputs, make_optimizer(model), amp, device, repeats, warmup)
         where = f"{precision}, {train_images} images {train_size[0]}x{train_size[1]}"
-        rows.append(Row("training", where, m.seconds, "s/iter"))
+        rows.append(Row("training", where, m.seconds, "s/iter", note=m.note))
         peak = None if m.peak_bytes is None else m.peak_bytes / 2**30
         note = "CUDA only" if peak is None else ""
         rows.append(
