@@ -14,7 +14,7 @@ timing helpers are tools/benchmark.py's. MMDetection's published figures (13.2 i
 V100-class GPUs, 4 GPUs x 4 images, their protocol) stand beside ours for scale only.
 
     python tools/gpu_check.py                        # on the GPU, full sizes (a few minutes)
-    python tools/gpu_check.py --device cpu --small   # tiny sizes, under a minute on CPU
+    python tools/gpu_check.py --device cpu --small   # tiny sizes: ~25 CPU-seconds
 
 README.md ("GPU check") says how to carry detectron2 and its wheels to a bare device machine.
 """

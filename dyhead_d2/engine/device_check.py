@@ -8,7 +8,8 @@ device machine), made to behave like a trained detector's in the two ways that m
 * ResNet's FrozenBN layers get the statistics of their inputs (:func:`calibrate_batchnorm`), as a
   pretrained backbone has. With the init's identity statistics, activations grow through the
   residual stages (on a 256x384 random image, max |x| went from ~120 after the stem to ~1.3e4
-  after res5), too close to float16's range (65504) for AMP to meet what it meets in training.
+  after res5), within a factor of 5 of float16's largest value (65504): AMP could overflow where
+  a pretrained backbone would not.
 * The class logits get a spread (:func:`spread_class_logits`): with the 1% prior and N(0, 0.01)
   weights every score is about 0.01, below the 0.05 test threshold, and there would be no
   detections to compare.
