@@ -29,8 +29,6 @@ require_detectron2("train_net.py")
 import torch  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.engine import (  # noqa: E402
-    AMPTrainer,
-    SimpleTrainer,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -43,9 +41,9 @@ from detectron2.utils import comm  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
 from dyhead_d2.engine import (  # noqa: E402
-    AutocastForward,
     ConfigError,
     add_gradient_clipping,
+    build_trainer,
     check_checkpoint,
     check_datasets,
     choose_precision,
@@ -92,14 +90,9 @@ def do_train(args, cfg):
         cfg.train.device, amp.get("enabled", False), amp.get("cpu_bfloat16", False)
     )
     (logger.warning if precision.warn else logger.info)(f"Precision: {precision.reason}")
-    if precision.mode == "cpu_bfloat16":
-        trainer = SimpleTrainer(
-            build_ddp(cfg, AutocastForward(model, "cpu")), train_loader, optimizer
-        )
-    elif precision.mode == "cuda_float16":
-        trainer = AMPTrainer(build_ddp(cfg, model), train_loader, optimizer)
-    else:
-        trainer = SimpleTrainer(build_ddp(cfg, model), train_loader, optimizer)
+    trainer = build_trainer(
+        model, train_loader, optimizer, precision.mode, wrap=lambda m: build_ddp(cfg, m)
+    )
 
     # Checkpoints hold the bare model (no DDP / autocast wrapper), the optimizer, the iteration and
     # the LR scheduler, so --resume continues exactly where a killed run stopped. DyHeadCheckpointer

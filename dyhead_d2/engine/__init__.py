@@ -7,13 +7,14 @@ require_detectron2("dyhead_d2.engine")
 from .checks import check_checkpoint, check_datasets  # noqa: E402
 from .config import ConfigError, load_config, resolve_device  # noqa: E402
 from .precision import Precision, choose_precision, cpu_has_native_bfloat16  # noqa: E402
-from .train_utils import AutocastForward, add_gradient_clipping  # noqa: E402
+from .train_utils import AutocastForward, add_gradient_clipping, build_trainer  # noqa: E402
 
 __all__ = [
     "AutocastForward",
     "ConfigError",
     "Precision",
     "add_gradient_clipping",
+    "build_trainer",
     "check_checkpoint",
     "check_datasets",
     "choose_precision",

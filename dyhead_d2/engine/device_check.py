@@ -35,7 +35,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.engine import SimpleTrainer
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
@@ -43,7 +43,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from ..layers.deform_conv import resolve_deform_impl
-from .train_utils import AutocastForward
+from .train_utils import build_trainer
 
 __all__ = [
     "CUDA_TESTS",
@@ -261,14 +261,13 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 def make_trainer(
     model: nn.Module, data: Iterable, optimizer: torch.optim.Optimizer, amp: bool, device_type: str
 ) -> SimpleTrainer:
-    """The trainer train_net.py builds: Detectron2's AMPTrainer (float16 autocast + GradScaler) for
-    AMP on CUDA, a SimpleTrainer over bfloat16 autocast for AMP elsewhere (AMPTrainer requires
-    CUDA), else a plain SimpleTrainer."""
-    if amp and device_type == "cuda":
-        return AMPTrainer(model, data, optimizer)
-    if amp:
-        return SimpleTrainer(AutocastForward(model, device_type), data, optimizer)
-    return SimpleTrainer(model, data, optimizer)
+    """The trainer train_net.py builds (:func:`~dyhead_d2.engine.build_trainer`), with AMP meaning
+    float16 + GradScaler on CUDA and bfloat16 autocast elsewhere."""
+    if not amp:
+        return build_trainer(model, data, optimizer, "float32")
+    return build_trainer(
+        model, data, optimizer, "cuda_float16" if device_type == "cuda" else "cpu_bfloat16"
+    )
 
 
 def measure_training(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
+from detectron2.engine import AMPTrainer, SimpleTrainer
 from torch import nn
 
-__all__ = ["AutocastForward", "add_gradient_clipping"]
+__all__ = ["AutocastForward", "add_gradient_clipping", "build_trainer"]
 
 
 class AutocastForward(nn.Module):
@@ -43,3 +46,27 @@ def add_gradient_clipping(
         torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
 
     return optimizer.register_step_pre_hook(clip)
+
+
+def build_trainer(
+    model: nn.Module,
+    data_loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    precision: str,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+) -> SimpleTrainer:
+    """The Detectron2 trainer for a :class:`~dyhead_d2.engine.Precision` mode.
+
+    "cuda_float16" is Detectron2's ``AMPTrainer`` (float16 autocast + GradScaler);
+    "cpu_bfloat16" a ``SimpleTrainer`` over :class:`AutocastForward` (``AMPTrainer`` requires
+    CUDA); "float32" a plain ``SimpleTrainer``. ``wrap`` (e.g. DDP) is applied to the model last.
+    """
+    modes = ("float32", "cuda_float16", "cpu_bfloat16")
+    if precision not in modes:
+        raise ValueError(f"precision must be one of {modes}, got {precision!r}")
+    if precision == "cpu_bfloat16":
+        model = AutocastForward(model, "cpu")
+    if wrap is not None:
+        model = wrap(model)
+    trainer_class = AMPTrainer if precision == "cuda_float16" else SimpleTrainer
+    return trainer_class(model, data_loader, optimizer)
