@@ -6,14 +6,17 @@ require_detectron2("dyhead_d2.engine")
 
 from .checks import check_checkpoint, check_datasets  # noqa: E402
 from .config import ConfigError, load_config, resolve_device  # noqa: E402
+from .divergence import TrainingDiverged, train_or_explain  # noqa: E402
 from .train_utils import AutocastForward, add_gradient_clipping  # noqa: E402
 
 __all__ = [
     "AutocastForward",
     "ConfigError",
+    "TrainingDiverged",
     "add_gradient_clipping",
     "check_checkpoint",
     "check_datasets",
     "load_config",
     "resolve_device",
+    "train_or_explain",
 ]
