@@ -333,6 +333,6 @@ class DyHead(nn.Module):
                 out = block(out)
             except NonFiniteError as e:
                 # Say which block; parameter names as in this module's state dict.
-                msg = str(e).replace("parameter ", f"parameter blocks.{i}.")
+                msg = str(e).replace("but parameter ", f"but parameter blocks.{i}.")
                 raise NonFiniteError(f"DyHead block {i}: {msg}") from None
         return out
