@@ -19,15 +19,16 @@ The choice is an argument (of the function, of the modules, of :class:`~dyhead_d
 is no global switch.
 
 Non-finite offsets and masks. ``torchvision.ops.deform_conv2d`` reads memory at the sampling
-positions an offset gives; a NaN offset makes it read out of bounds (a segfault on CPU, an
-illegal memory access that ends the CUDA context on GPUs), and an Inf offset quietly samples zero.
+positions an offset gives; a NaN offset makes it read out of bounds (a segfault on CPU with
+torchvision 0.29.1; an illegal memory access on CUDA, as reported), and an Inf offset quietly
+samples zero.
 So :func:`modulated_deform_conv` never hands it a non-finite value: when any offset or mask value
 is NaN or Inf, both implementations run on all-zero offsets and masks instead and **every output
 value is NaN** (through the bias), so the non-finite input surfaces as non-finite output, as it
-would through ``F.conv2d``, and never as a finite answer. The test is two reductions and a
-``torch.where`` on the small offset/mask tensors, and it reads nothing back to the host: no
-device synchronisation. :class:`~dyhead_d2.layers.dyhead.DyHeadBlock` adds the explicit error:
-it checks all levels' offsets and masks once per call and raises
+would through ``F.conv2d``, and never as a finite answer. The test is an ``isfinite``
+reduction of each and a ``torch.where`` on the small offset/mask tensors, and it reads nothing
+back to the host: no device synchronisation. :class:`~dyhead_d2.layers.dyhead.DyHeadBlock`
+adds the explicit error: it checks all levels' offsets and masks once per call and raises
 :class:`~dyhead_d2.layers.finite.NonFiniteError` naming the level and the first non-finite
 parameter.
 """
