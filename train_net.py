@@ -42,6 +42,7 @@ from detectron2.utils import comm  # noqa: E402
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
 from dyhead_d2.engine import (  # noqa: E402
     ConfigError,
+    TrainingDiverged,
     add_gradient_clipping,
     build_trainer,
     check_checkpoint,
@@ -49,8 +50,10 @@ from dyhead_d2.engine import (  # noqa: E402
     choose_precision,
     load_config,
     resolve_device,
+    train_or_explain,
 )
 from dyhead_d2.engine.checks import dataset_names  # noqa: E402
+from dyhead_d2.layers import NonFiniteError  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -121,7 +124,9 @@ def do_train(args, cfg):
         start_iter = trainer.iter + 1
     else:
         start_iter = 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    # A NaN/Inf loss, offset or checkpoint state ends the run with one TrainingDiverged that
+    # names the iteration, the culprit and the checkpoint --resume continues from.
+    train_or_explain(trainer, start_iter, cfg.train.max_iter, checkpointer)
 
 
 def do_eval(args, cfg):
@@ -174,14 +179,18 @@ def invoke_main() -> None:
         sys.exit(2)
     if args.num_gpus > 1 and not torch.cuda.is_available():
         logger.info(f"No GPU: launching {args.num_gpus} CPU processes (GLOO)")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (TrainingDiverged, NonFiniteError) as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

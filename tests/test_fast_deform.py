@@ -304,8 +304,9 @@ def test_benchmark_runs_on_tiny_sizes(capsys):
     text = capsys.readouterr().out
     assert "ratio reference / project" in text and "max abs diff of gradients" in text
     by_key = {r["benchmark"]: r for r in results}
-    assert set(by_key) == {"a", "b", "e/block", "e/convs"}
+    assert set(by_key) == {"a", "b", "e/block", "e/guard", "e/convs"}
     assert by_key["a"]["ratio"] > 0
+    assert 0 < by_key["e/guard"]["ratio"] < 1
     assert 0 < by_key["b"]["max_abs_diff"]["outputs"] < TOL
     assert 0 < by_key["b"]["max_abs_diff"]["gradients"] < TOL
 

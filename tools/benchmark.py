@@ -27,6 +27,9 @@ Benchmarks (``--which``):
     ``F.conv2d`` (same weights, strides and padding), its output multiplied by the mean
     modulation mask so that the offset conv stays in the graph. Offset conv, GroupNorm,
     upsampling, attentions and DyReLU are on both sides.
+  - ``e/guard``: the guard against non-finite offsets alone (the block's one check of all
+    levels' offset_conv outputs, plus, on the per-level ``"torchvision"`` path, each deformable
+    conv's sanitising of its offsets and masks) vs the whole block forward.
   - ``e/convs``: only the three deformable convs of every level (offsets/masks given, and
     differentiated in the backward run) vs the three plain convs of every level; no offset
     conv, normalisation or attention on either side.
@@ -74,8 +77,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from dyhead_d2.layers import DyHead  # noqa: E402
-from dyhead_d2.layers.deform_conv import resolve_deform_impl  # noqa: E402
+from dyhead_d2.layers.deform_conv import guard_non_finite, resolve_deform_impl  # noqa: E402
 from dyhead_d2.layers.fast_block import assemble_levels, fused_deform_branches  # noqa: E402
+from dyhead_d2.layers.finite import all_finite  # noqa: E402
 from dyhead_d2.layers.offset_modes import read_high_branch_offset  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -351,6 +355,7 @@ def block_vs_plain(ref, new, feats, args, device, report) -> None:
         "convs": (deform_convs, plain_convs),
     }
     impl = resolve_deform_impl(block.deform_impl, device)
+    guard_vs_block(block, feats, impl, args, device, report)
     for name, (deform, plain) in cases.items():
         for backward in (False, True):
 
@@ -370,6 +375,34 @@ def block_vs_plain(ref, new, feats, args, device, report) -> None:
             t = compare(runs, device, **_rep(args))
             what = "forward + backward" if backward else "forward"
             report(f"e/{name}", f"one block vs plain convs: {name}, {what}", t, {})
+
+
+def guard_vs_block(block, feats, impl, args, device, report) -> None:
+    """(e/guard): the non-finite guard alone vs the block's forward.
+
+    The guard is the block's check of every level's offset_conv output (one reduction per level,
+    one host read) and, on the per-level ``"torchvision"`` path, the sanitising of offsets and
+    masks in each of the three deformable convs of every level (counted on the full-size maps).
+    """
+    with torch.no_grad():
+        raw = [block.offset_conv(x) for x in feats]
+        om = [block.offset_and_mask(x) for x in feats]
+
+    def guard():
+        with torch.no_grad(), autocast_ctx(args, device):
+            all_finite(raw)
+            if impl == "torchvision":
+                conv = block.conv_mid.conv
+                for offset, mask in om:
+                    for _ in range(3):
+                        guard_non_finite(offset, mask, conv.bias, conv.weight)
+
+    def forward():
+        with torch.no_grad(), autocast_ctx(args, device):
+            block(feats)
+
+    t = compare({"block forward": forward, "guard": guard}, device, **_rep(args))
+    report("e/guard", "the non-finite guard alone vs the block's forward", t, {})
 
 
 def _rep(args) -> dict:
@@ -545,8 +578,8 @@ def make_reporter(header: str, results: list):
             meaning = f"time of {names[-1]} / time of {names[0]}"
             ratio, cpu_ratio = last.median / first.median, last.cpu_median / first.cpu_median
             print(
-                f"  ratio {names[-1]} / {names[0]}: {ratio:.2f}x the time "
-                f"(cpu time: {cpu_ratio:.2f}x)"
+                f"  ratio {names[-1]} / {names[0]}: {ratio:.3f}x the time "
+                f"(cpu time: {cpu_ratio:.3f}x)"
             )
         else:
             meaning = "time of reference / time of project (speed-up)"

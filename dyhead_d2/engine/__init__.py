@@ -6,6 +6,7 @@ require_detectron2("dyhead_d2.engine")
 
 from .checks import check_checkpoint, check_datasets  # noqa: E402
 from .config import ConfigError, load_config, resolve_device  # noqa: E402
+from .divergence import TrainingDiverged, train_or_explain  # noqa: E402
 from .precision import Precision, choose_precision, cpu_has_native_bfloat16  # noqa: E402
 from .train_utils import AutocastForward, add_gradient_clipping, build_trainer  # noqa: E402
 
@@ -13,6 +14,7 @@ __all__ = [
     "AutocastForward",
     "ConfigError",
     "Precision",
+    "TrainingDiverged",
     "add_gradient_clipping",
     "build_trainer",
     "check_checkpoint",
@@ -21,4 +23,5 @@ __all__ = [
     "cpu_has_native_bfloat16",
     "load_config",
     "resolve_device",
+    "train_or_explain",
 ]

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, UnidentifiedImageError
 
 from ..checkpoint.checkpointer import DyHeadCheckpointer
+from ..layers.finite import describe_non_finite
 from .checks import check_checkpoint, dataset_names
 from .config import ConfigError, resolve_device
 
@@ -154,6 +155,11 @@ class Predictor:
         (what Detectron2's ``DatasetMapper`` produces at test time)."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            raise InputError(
+                f"the image ({image.shape}, {image.dtype}) holds {describe_non_finite(image)}; "
+                "the model needs finite pixel values"
+            )
         height, width = image.shape[:2]
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)

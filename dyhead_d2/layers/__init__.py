@@ -3,6 +3,7 @@
 from .deform_conv import DEFORM_IMPLS, ModulatedDeformConv, modulated_deform_conv
 from .dyhead import DeformConvGN, DyHead, DyHeadBlock, ScaleAttention, check_pyramid
 from .dyrelu import DyReLU, hard_sigmoid
+from .finite import NonFiniteError
 from .frozen_stats_bn import FrozenStatsBatchNorm2d
 from .offset_modes import OFFSET_MODES, read_high_branch_offset
 from .sampled_deform_conv import sampled_deform_conv
@@ -15,6 +16,7 @@ __all__ = [
     "DyReLU",
     "FrozenStatsBatchNorm2d",
     "ModulatedDeformConv",
+    "NonFiniteError",
     "OFFSET_MODES",
     "ScaleAttention",
     "check_pyramid",

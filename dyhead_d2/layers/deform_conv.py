@@ -17,6 +17,20 @@ implementations compute the same function:
 
 The choice is an argument (of the function, of the modules, of :class:`~dyhead_d2.DyHead`); there
 is no global switch.
+
+Non-finite offsets and masks. ``torchvision.ops.deform_conv2d`` reads memory at the sampling
+positions an offset gives; a NaN offset makes it read out of bounds (a segfault on CPU with
+torchvision 0.29.1; an illegal memory access on CUDA, as reported), and an Inf offset quietly
+samples zero.
+So :func:`modulated_deform_conv` never hands it a non-finite value: when any offset or mask value
+is NaN or Inf, both implementations run on all-zero offsets and masks instead and **every output
+value is NaN** (through the bias), so the non-finite input surfaces as non-finite output, as it
+would through ``F.conv2d``, and never as a finite answer. The test is an ``isfinite``
+reduction of each and a ``torch.where`` on the small offset/mask tensors, and it reads nothing
+back to the host: no device synchronisation. :class:`~dyhead_d2.layers.dyhead.DyHeadBlock`
+adds the explicit error: it checks all levels' offsets and masks once per call and raises
+:class:`~dyhead_d2.layers.finite.NonFiniteError` naming the level and the first non-finite
+parameter.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ __all__ = [
     "DEFORM_IMPLS",
     "ModulatedDeformConv",
     "check_deform_impl",
+    "guard_non_finite",
     "modulated_deform_conv",
     "resolve_deform_impl",
 ]
@@ -80,13 +95,15 @@ def modulated_deform_conv(
         impl: "auto", "torchvision" or "sampled"; see the module docstring. All give the same
             result up to float rounding.
     Returns:
-        (N, C_out, Ho, Wo), in ``x``'s dtype (channels-last memory for ``"sampled"``).
+        (N, C_out, Ho, Wo), in ``x``'s dtype (channels-last memory for ``"sampled"``); all NaN
+        when ``offset`` or ``mask`` holds a NaN or Inf (which never reaches the op).
 
     Under autocast or with mixed dtypes the op runs in float32 (sampling offsets need the
     precision, and torchvision's CPU kernel has no reduced-precision path) and the result is cast
     back to ``x``'s dtype; so does ``"sampled"`` for inputs that are neither float32 nor float64.
     """
     impl = resolve_deform_impl(impl, x.device)
+    offset, mask, bias = guard_non_finite(offset, mask, bias, weight)
     op = deform_conv2d if impl == "torchvision" else _sampled
     device_type = x.device.type
     dtypes = {x.dtype, offset.dtype, mask.dtype, weight.dtype}
@@ -107,6 +124,23 @@ def modulated_deform_conv(
 
 
 _FULL = {torch.float32, torch.float64}
+
+
+def guard_non_finite(
+    offset: Tensor, mask: Tensor, bias: Tensor | None, weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Offsets and masks that are safe to sample with, and a bias that makes every output NaN
+    when they were not finite; no host read (see the module docstring)."""
+    with torch.no_grad():
+        finite = torch.isfinite(offset).all() & torch.isfinite(mask).all()
+    offset = torch.where(finite, offset, offset.new_zeros(()))
+    mask = torch.where(finite, mask, mask.new_zeros(()))
+    poison = torch.where(finite, 0.0, float("nan")).to(weight.dtype)
+    if bias is None:
+        bias = poison.expand(weight.shape[0]).contiguous()
+    else:
+        bias = bias + poison
+    return offset, mask, bias
 
 
 def _sampled(x, offset, weight, bias, *, stride, padding, mask):

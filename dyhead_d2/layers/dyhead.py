@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .deform_conv import ModulatedDeformConv, check_deform_impl, resolve_deform_impl
 from .dyrelu import DyReLU, hard_sigmoid
 from .fast_block import fused_block_forward
+from .finite import NonFiniteError, all_finite, describe_non_finite, find_non_finite
 from .offset_modes import check_offset_mode, read_high_branch_offset
 
 __all__ = [
@@ -26,6 +28,11 @@ INIT_STYLES = ("authors", "mmdet")
 # Offset and mask of a 3x3 DCNv2 with one deformable group: 9 (dy, dx) pairs + 9 modulation scalars.
 _OFFSET_CHANNELS = 18
 _MASK_CHANNELS = 9
+
+
+def _split_offset_and_mask(out: Tensor) -> tuple[Tensor, Tensor]:
+    """offset_conv's (N, 27, H, W) output -> offsets (N, 18, H, W), sigmoid masks (N, 9, H, W)."""
+    return out[:, :_OFFSET_CHANNELS], out[:, _OFFSET_CHANNELS:].sigmoid()
 
 
 class DeformConvGN(nn.Module):
@@ -136,11 +143,16 @@ class DyHeadBlock(nn.Module):
             relative), which is why the default may differ per device. It changes no parameter.
             The sampled path returns channels-last tensors (same shapes and values).
 
-    ``forward`` runs :meth:`forward_per_level` (the algorithm as written: per level, per branch)
-    when the resolved implementation is ``"torchvision"``, and the fused all-levels forward of
-    :mod:`dyhead_d2.layers.fast_block` when it is ``"sampled"``. Under autocast the former runs
-    the deformable convolutions in float32; the latter computes sampling positions and bilinear
-    weights in float32 and its matrix products and gathers in the autocast dtype.
+    ``forward`` first predicts every level's offsets and masks and checks them all at once (one
+    reduction per level and a single host read, i.e. one device synchronisation per block on
+    CUDA): a NaN or Inf raises :class:`~dyhead_d2.layers.finite.NonFiniteError` naming the
+    levels, whether the block's input was finite, and the block's first non-finite parameter,
+    instead of reaching the deformable convolutions (where torchvision's op would read out of
+    bounds). It then runs :meth:`forward_per_level` (the algorithm as written: per level, per
+    branch) when the resolved implementation is ``"torchvision"``, and the fused all-levels
+    forward of :mod:`dyhead_d2.layers.fast_block` when it is ``"sampled"``. Under autocast the
+    former runs the deformable convolutions in float32; the latter computes sampling positions
+    and bilinear weights in float32 and its matrix products and gathers in the autocast dtype.
     """
 
     def __init__(
@@ -191,25 +203,52 @@ class DyHeadBlock(nn.Module):
 
     def offset_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Offsets (N, 18, H, W) and sigmoid masks (N, 9, H, W) predicted from one level."""
-        out = self.offset_conv(x)
-        return out[:, :_OFFSET_CHANNELS], out[:, _OFFSET_CHANNELS:].sigmoid()
+        return _split_offset_and_mask(self.offset_conv(x))
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Levels fine to coarse, (N, in_channels, H_l, W_l) -> (N, out_channels, H_l, W_l)."""
         check_pyramid(features, self.in_channels, type(self).__name__)
+        raw = [self.offset_conv(x) for x in features]
+        # The raw predictions, not the sigmoid masks: an Inf mask logit is a finite mask.
+        if not all_finite(raw):
+            raise NonFiniteError(self._describe_non_finite(features, raw))
+        offsets, masks = zip(*(_split_offset_and_mask(r) for r in raw))
         if resolve_deform_impl(self.deform_impl, features[0].device) == "torchvision":
-            return self.forward_per_level(features)
-        return fused_block_forward(self, features)
+            return self.forward_per_level(features, offsets, masks)
+        return fused_block_forward(self, features, offsets, masks)
 
-    def forward_per_level(self, features: Sequence[Tensor]) -> list[Tensor]:
+    def _describe_non_finite(self, features: Sequence[Tensor], raw: Sequence[Tensor]) -> str:
+        bad = [
+            f"level {i} ({describe_non_finite(r)})"
+            for i, r in enumerate(raw)
+            if not bool(torch.isfinite(r).all())
+        ]
+        msg = f"the offsets/masks predicted by offset_conv are not finite on {', '.join(bad)}"
+        bad_input = find_non_finite(list(features), "level")
+        if bad_input is not None:
+            return f"{msg}; the block's input is not finite either ({' holds '.join(bad_input)})"
+        bad_param = find_non_finite(dict(self.named_parameters()))
+        if bad_param is not None:
+            return f"{msg}; its input is finite, but parameter {' holds '.join(bad_param)}"
+        return f"{msg}; its input and parameters are finite (offset_conv overflowed)"
+
+    def forward_per_level(
+        self,
+        features: Sequence[Tensor],
+        offsets: Sequence[Tensor] | None = None,
+        masks: Sequence[Tensor] | None = None,
+    ) -> list[Tensor]:
         """The block as the authors wrote it: one level and one branch at a time.
 
         Each deformable convolution uses this block's ``deform_impl``; with ``"torchvision"``
-        this is the reference the fast path is checked and benchmarked against.
+        this is the reference the fast path is checked and benchmarked against. ``offsets``
+        and ``masks`` are :meth:`offset_and_mask` of every level, computed here when not given.
         """
+        if offsets is None or masks is None:
+            offsets, masks = zip(*(self.offset_and_mask(x) for x in features))
         outputs = []
         for level, x in enumerate(features):
-            offset, mask = self.offset_and_mask(x)
+            offset, mask = offsets[level], masks[level]
             mid = self.conv_mid(x, offset, mask)
             low = high = None
             if level > 0:
@@ -289,6 +328,11 @@ class DyHead(nn.Module):
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         out = list(features)
-        for block in self.blocks:
-            out = block(out)
+        for i, block in enumerate(self.blocks):
+            try:
+                out = block(out)
+            except NonFiniteError as e:
+                # Say which block; parameter names as in this module's state dict.
+                msg = str(e).replace("but parameter ", f"but parameter blocks.{i}.")
+                raise NonFiniteError(f"DyHead block {i}: {msg}") from None
         return out

@@ -200,10 +200,17 @@ def assemble_levels(block, features, mids, lows, highs) -> list[Tensor]:
     return outputs
 
 
-def fused_block_forward(block, features: Sequence[Tensor]) -> list[Tensor]:
+def fused_block_forward(
+    block,
+    features: Sequence[Tensor],
+    offsets: Sequence[Tensor] | None = None,
+    masks: Sequence[Tensor] | None = None,
+) -> list[Tensor]:
     """``block(features)`` for a :class:`~dyhead_d2.layers.dyhead.DyHeadBlock`, all levels fused.
 
-    ``features`` must already be a valid pyramid (see ``check_pyramid``).
+    ``features`` must already be a valid pyramid (see ``check_pyramid``); ``offsets`` and
+    ``masks`` are the block's :meth:`offset_and_mask` of every level, computed here when not given.
     """
-    offsets, masks = zip(*(block.offset_and_mask(x) for x in features))
+    if offsets is None or masks is None:
+        offsets, masks = zip(*(block.offset_and_mask(x) for x in features))
     return assemble_levels(block, features, *fused_deform_branches(block, features, offsets, masks))

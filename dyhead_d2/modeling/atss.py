@@ -26,8 +26,9 @@ from ..atss import (
     centerness_targets,
     select_topk_candidates,
 )
+from ..layers.finite import all_finite, describe_non_finite
 
-__all__ = ["ATSS"]
+__all__ = ["ATSS", "check_finite_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,11 @@ class ATSS(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
+
+    def preprocess_image(self, batched_inputs: list[dict[str, Tensor]]) -> ImageList:
+        """Normalise, pad and batch the images, after :func:`check_finite_images`."""
+        check_finite_images(batched_inputs)
+        return super().preprocess_image(batched_inputs)
 
     def forward_training(
         self,
@@ -247,3 +253,22 @@ class ATSS(DenseDetector):
             scores=scores[keep],
             pred_classes=classes[keep],
         )
+
+
+def check_finite_images(batched_inputs: list[dict[str, Tensor]]) -> None:
+    """Raise a ValueError naming the first input whose ``"image"`` holds NaN or Inf.
+
+    Integer images (what Detectron2's data loaders produce) are always finite and cost nothing;
+    floating-point images cost one reduction each and one host read for the batch.
+    """
+    images = [x["image"] for x in batched_inputs if x["image"].is_floating_point()]
+    if not images or all_finite(images):
+        return
+    for i, x in enumerate(batched_inputs):
+        image = x["image"]
+        if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+            name = f" ({x['file_name']})" if "file_name" in x else ""
+            raise ValueError(
+                f"input {i}{name}: its 'image' tensor {tuple(image.shape)} holds "
+                f"{describe_non_finite(image)}; the model needs finite pixel values"
+            )
