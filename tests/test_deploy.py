@@ -169,6 +169,17 @@ def test_compare_detections():
     assert not compare_detections(a, c).ok
     d = _dets([[0, 0, 10, 10], [50, 5, 60, 20], [1, 1, 4, 4]], [0.9, 0.8, 0.3], [1, 2, 1])
     assert not compare_detections(a, d, max_detections=3).ok
+    # One run kept a box the other suppressed, at IoU 0.6 with a better box of its class.
+    e = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [0, 0, 10, 6]], [0.9, 0.8, 0.5], [1, 2, 1])
+    parity = compare_detections(a[:2] + (a[2],), e, nms_thresh=0.6)
+    assert parity.unmatched == ([2], [2]) and not parity.ok  # the [1, 1, 4, 4] box is not that
+    f = _dets([[0, 0, 10, 10], [5, 5, 20, 20]], [0.9, 0.8], [1, 2])
+    assert not compare_detections(f, e, nms_thresh=0.6).ok  # counts differ
+    e2 = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [0, 0, 10, 6.0]], [0.9, 0.8, 0.5], [1, 2, 1])
+    g = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40]], [0.9, 0.8, 0.2], [1, 2, 1])
+    parity = compare_detections(e2, g, nms_thresh=0.6, max_detections=3)
+    assert parity.at_nms_threshold == 1 and parity.at_cut == 1 and parity.ok, parity
+    assert not compare_detections(e2, g, nms_thresh=0.5, max_detections=3).ok
 
 
 def test_torchvision_deform_impl_is_refused_with_what_to_set():

@@ -114,6 +114,13 @@ def _max_detections(model: nn.Module) -> int:
     return int(getattr(box_predictor, "test_topk_per_image", 0))
 
 
+def _nms_thresh(model: nn.Module) -> float | None:
+    if hasattr(model, "test_nms_thresh"):
+        return float(model.test_nms_thresh)
+    box_predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    return getattr(box_predictor, "test_nms_thresh", None)
+
+
 def sample_image(size: tuple[int, int], seed: int = 0) -> Tensor:
     """A (3, H, W) float32 image of random 0-255 integers, the tracing and check input."""
     g = torch.Generator().manual_seed(seed)
@@ -139,7 +146,9 @@ def _compare_with_onnxruntime(
     outputs = session.run(list(OUTPUT_NAMES), {"image": image.numpy()})
     with torch.no_grad():
         expected = [t.numpy() for t in wrapper(image)]
-    parity = compare_detections(expected, outputs, max_detections=max_detections)
+    parity = compare_detections(
+        expected, outputs, max_detections=max_detections, nms_thresh=_nms_thresh(wrapper.model)
+    )
     if not parity.ok:
         raise ExportError(
             f"{path}: onnxruntime and PyTorch disagree on a sample image ({parity}); "
