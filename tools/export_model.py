@@ -1,20 +1,21 @@
 #!/usr/bin/env python
-"""Export a LazyConfig detector to ONNX (runs on stock onnxruntime) or as a torch.export program.
+"""Export a LazyConfig detector to ONNX that stock onnxruntime runs.
 
     python tools/export_model.py --config-file configs/quickstart/atss_dyhead_synthetic.py \\
         --format onnx --output exported train.init_checkpoint=output/quickstart/model_final.pth
 
-Writes ``DIR/model.onnx`` (``--format onnx``) or ``DIR/model.pt2`` (``--format pt2``) with the
-weights of ``train.init_checkpoint``. The ONNX file has one input, ``image``: float32 (3, H, W),
-pixel values 0-255 in the config's input format, already resized as the config's test loader
-resizes (H and W are dynamic), and three outputs after NMS: ``boxes`` (N, 4) float32 XYXY in that
-input's pixels, ``scores`` (N,) float32 and ``classes`` (N,) int64. It uses standard ONNX ops only
-(opset >= 17); it is checked with the ONNX checker and run by onnxruntime on a sample image
-whose detections are compared with PyTorch's. The test resizing and the class names are stored in
-the file's metadata: ``dyhead_d2.deploy.OnnxPredictor`` (onnxruntime, numpy, Pillow) and
-``tools/demo.py --onnx`` use them. The ``.pt2`` program is for one image size (``--sample-size``).
-The DyHead deformable convolutions must use ``deform_impl="sampled"`` (or ``"auto"``, which is
-that on the CPU). Mistakes end the run with a one-line error and exit status 2.
+Writes ``DIR/model.onnx`` with the weights of ``train.init_checkpoint``. The file has one input,
+``image``: float32 (3, H, W), pixel values 0-255 in the config's input format, already resized as
+the config's test loader resizes (H and W are dynamic), and three outputs after NMS: ``boxes``
+(N, 4) float32 XYXY in that input's pixels, ``scores`` (N,) float32 and ``classes`` (N,) int64.
+It uses standard ONNX ops only (opset >= 17); it is checked with the ONNX checker and run by
+onnxruntime on a sample image whose detections are compared with PyTorch's. The test resizing
+and the class names are stored in the file's metadata: ``dyhead_d2.deploy.OnnxPredictor``
+(onnxruntime, numpy, Pillow) and ``tools/demo.py --onnx`` use them. (``torch.export`` cannot
+capture the detector yet: Detectron2's padding and the candidate selection have data-dependent
+sizes it refuses; hence ONNX only.) The DyHead deformable convolutions must use
+``deform_impl="sampled"`` (or ``"auto"``, which is that on the CPU). Mistakes end the run with
+a one-line error and exit status 2.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from dyhead_d2.deploy.export import (  # noqa: E402
     ExportError,
     describe_onnx,
     export_onnx,
-    export_pt2,
 )
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    parser.add_argument("--format", choices=["onnx"], default="onnx")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help="ONNX opset (>= 17)")
     parser.add_argument(
@@ -89,12 +89,6 @@ def run(args: argparse.Namespace) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--output {str(out_dir)!r} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.format == "pt2":
-        path = export_pt2(cfg, out_dir / "model.pt2", sample_size=args.sample_size)
-        print(
-            f"wrote {path} (torch.export program for {args.sample_size[0]}x{args.sample_size[1]})"
-        )
-        return
     result = export_onnx(
         cfg,
         out_dir / "model.onnx",

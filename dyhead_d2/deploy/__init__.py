@@ -2,14 +2,14 @@
 onnxruntime, numpy and Pillow: importing it loads neither torch nor detectron2).
 
 * :class:`OnnxPredictor`, :class:`Detections`: run an exported ``model.onnx`` on images.
-* :func:`export_onnx`, :func:`export_pt2`, :class:`ExportError`, :func:`describe_onnx`: write
-  a config's model as ONNX (``tools/export_model.py``) or as a ``torch.export`` program.
+* :func:`export_onnx`, :class:`ExportError`, :func:`describe_onnx`: write a config's model as
+  ONNX (``tools/export_model.py``).
 """
 
 from .metadata import METADATA_KEYS, OUTPUT_NAMES
 from .onnx_predictor import Detections, OnnxPredictor
 
-_EXPORT_NAMES = ("ExportError", "ExportedDetector", "describe_onnx", "export_onnx", "export_pt2")
+_EXPORT_NAMES = ("ExportError", "ExportedDetector", "describe_onnx", "export_onnx")
 
 __all__ = ["METADATA_KEYS", "OUTPUT_NAMES", "Detections", "OnnxPredictor", *_EXPORT_NAMES]
 

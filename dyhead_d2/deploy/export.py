@@ -33,7 +33,6 @@ __all__ = [
     "check_exportable",
     "describe_onnx",
     "export_onnx",
-    "export_pt2",
 ]
 
 logger = logging.getLogger(__name__)
@@ -247,25 +246,3 @@ def describe_onnx(path: str | os.PathLike) -> str:
             *map(line, model.graph.output),
         ]
     )
-
-
-def export_pt2(
-    cfg: DictConfig,
-    output: str | os.PathLike,
-    *,
-    weights: str | None = None,
-    sample_size: tuple[int, int] = (320, 448),
-) -> str:
-    """Write ``cfg.model`` as a ``torch.export`` program (``.pt2``) for fixed ``sample_size``.
-
-    Raises :class:`ExportError` when ``torch.export`` cannot capture the model.
-    """
-    predictor = Predictor(cfg, weights=weights, device="cpu")
-    wrapper = ExportedDetector(predictor.model).eval()
-    try:
-        program = torch.export.export(wrapper, (sample_image(sample_size),), strict=False)
-    except Exception as e:  # torch.export raises many error types
-        raise ExportError(f"torch.export cannot capture this model: {type(e).__name__}: {e}") from e
-    path = os.fspath(output)
-    torch.export.save(program, path)
-    return path
