@@ -5,14 +5,16 @@ traced by PyTorch's TorchScript-based ONNX exporter with the image height and wi
 backbone, DyHead with ``deform_impl="sampled"`` (gathers and matrix products only, so every offset
 reading is an indexing op), the head, the candidate selection, NMS and Detectron2's
 ``detector_postprocess`` (clip to the image, drop empty boxes). Nothing is re-implemented for
-export. The test loader's resizing and the class names go into the file's metadata
-(:data:`METADATA_KEYS`), so :class:`~dyhead_d2.deploy.OnnxPredictor` runs it without the config.
+export; two ops carry their own ONNX translation (a ``symbolic``): the sampled convolution's
+gather-sum (ONNX has no ``embedding_bag``) and ATSS's class-aware NMS
+(:mod:`dyhead_d2.modeling.nms`). The test loader's resizing and the class names go into the
+file's metadata (:data:`METADATA_KEYS`), so :class:`~dyhead_d2.deploy.OnnxPredictor` runs it
+without the config.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -35,9 +37,7 @@ __all__ = [
     "export_onnx",
 ]
 
-logger = logging.getLogger(__name__)
-
-# The lowest opset the exported graph needs (GridSample-free; NonMaxSuppression, TopK, Gather).
+# The lowest opset the issue asks for; every op of the graph exists there.
 MIN_OPSET = 17
 
 
@@ -86,7 +86,7 @@ class OnnxExport:
     parity: Parity | None  # onnxruntime vs PyTorch on the sample image (None: not run)
 
 
-def _metadata(predictor: Predictor, cfg: DictConfig, config_file: str | None) -> dict[str, str]:
+def _metadata(predictor: Predictor, config_file: str | None) -> dict[str, str]:
     names = predictor.metadata.get("thing_classes", None)
     model = predictor.model
     try:
@@ -179,7 +179,7 @@ def export_onnx(
     predictor = Predictor(cfg, weights=weights, device="cpu")
     model = predictor.model
     check_exportable(model)
-    metadata = _metadata(predictor, cfg, config_file)
+    metadata = _metadata(predictor, config_file)
     wrapper = ExportedDetector(model).eval()
     image = sample_image(sample_size)
     path = os.fspath(output)
