@@ -39,8 +39,14 @@ Benchmarks (``--which``):
 * ``d``: one training step (forward, backward, SGD step) of that detector on two 512x512 images
   with six random boxes each; the reference also runs the authors' per-box ATSS assignment loop
   instead of the vectorised one. Differences of the losses and of all gradients are reported.
-  (``c`` and ``d`` need detectron2; their sizes are ``--detector-size`` and ``--train-size``,
-  and they ignore ``--sizes``, ``--blocks`` and ``--channels``.)
+* ``f``: deployed inference on the CPU: the detector of (c) on one ``--detector-size`` image,
+  three ways in one run: the reference (eager, ``deform_impl="torchvision"``), the project in
+  PyTorch eager (``--impl``) and the project exported to ONNX (``dyhead_d2.deploy``) run by
+  onnxruntime's CPU provider with as many threads as torch. The ratios are the reference's time
+  over each; the differences are those of the detections of eager and onnxruntime. Needs the
+  deploy extra (onnx, onnxruntime); the export takes a minute and is not timed.
+  (``c``, ``d`` and ``f`` need detectron2; their sizes are ``--detector-size`` and
+  ``--train-size``, and they ignore ``--sizes``, ``--blocks`` and ``--channels``.)
 
 Peak memory (largest over the timed runs): on CUDA, ``torch.cuda.max_memory_allocated`` minus
 the memory allocated before the run. On CPU, the peak resident set size of the process during the
@@ -516,6 +522,58 @@ def detector_inference(builder, args, device, report) -> None:
     report("c", title, compare(runs, device, **_rep(args)), diffs)
 
 
+def deployed_inference(args, device, report) -> None:
+    """(f) reference vs project eager vs project in onnxruntime, one image, CPU."""
+    import tempfile
+
+    import onnxruntime as ort
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import instantiate
+
+    from dyhead_d2.deploy.export import export_onnx
+    from dyhead_d2.deploy.parity import compare_detections
+    from dyhead_d2.engine import load_config
+
+    if device.type != "cpu":
+        print(f"\n(f) skipped on {device.type}: onnxruntime runs on the CPU here")
+        return
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    cfg = load_config(os.path.join(root, DETECTOR_CONFIG))
+    cfg.model.backbone.dyhead.offset_mode = args.offset_mode
+    size = parse_size(args.detector_size)
+    image = torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(0)).float()
+    models = {}
+    for name, impl in (("reference", "torchvision"), ("project eager", args.impl)):
+        cfg.model.backbone.dyhead.deform_impl = impl
+        torch.manual_seed(0)  # same weights for all
+        models[name] = instantiate(cfg.model).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        DetectionCheckpointer(models["project eager"], save_dir=tmp).save("weights")
+        cfg.model.backbone.dyhead.deform_impl = "sampled"
+        cfg.train.init_checkpoint = os.path.join(tmp, "weights.pth")
+        path = export_onnx(cfg, os.path.join(tmp, "model.onnx"), verify=False).path
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def eager(model):
+        with torch.no_grad():
+            out = model([{"image": image}])[0]["instances"]
+        return out.pred_boxes.tensor.numpy(), out.scores.numpy(), out.pred_classes.numpy()
+
+    runs = {name: (lambda m=m: eager(m)) for name, m in models.items()}
+    runs["onnxruntime"] = lambda: session.run(None, {"image": image.numpy()})
+    timings = compare(runs, device, **_rep(args))
+    parity = compare_detections(runs["project eager"](), runs["onnxruntime"](), max_detections=100)
+    print(f"\n  detections, project eager vs onnxruntime: {parity}")
+    diffs = {
+        "detection boxes (eager vs onnxruntime)": (parity.max_box_diff, float("nan")),
+        "detection scores (eager vs onnxruntime)": (parity.max_score_diff, float("nan")),
+    }
+    title = f"deployed inference (ATSS + DyHead R-50), 1 image {args.detector_size}"
+    report("f", title, timings, diffs)
+
+
 def training_step(builder, args, device, report) -> None:
     """(d) one training step (forward, backward, SGD step) on two images (512x512 by default).
 
@@ -583,10 +641,20 @@ def make_reporter(header: str, results: list):
             )
         else:
             meaning = "time of reference / time of project (speed-up)"
+            for other in names[1:-1]:  # (f) has several project rows; the last is the fastest
+                t = timings[other]
+                print(
+                    f"  ratio {names[0]} / {other}: {first.median / t.median:.2f}x faster "
+                    f"(cpu time: {first.cpu_median / t.cpu_median:.2f}x)"
+                )
             ratio, cpu_ratio = first.median / last.median, first.cpu_median / last.cpu_median
-            print(f"  ratio reference / project: {ratio:.2f}x faster (cpu time: {cpu_ratio:.2f}x)")
+            print(
+                f"  ratio {names[0]} / {names[-1]}: {ratio:.2f}x faster "
+                f"(cpu time: {cpu_ratio:.2f}x)"
+            )
         for what, (diff, rel) in diffs.items():
-            print(f"  max abs diff of {what}: {diff:.2e} (relative to the tensor's max: {rel:.1e})")
+            relative = "" if math.isnan(rel) else f" (relative to the tensor's max: {rel:.1e})"
+            print(f"  max abs diff of {what}: {diff:.2e}{relative}")
         results.append(
             {
                 "benchmark": key,
@@ -618,7 +686,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--device", nargs="+", default=None, help="default: cpu, and cuda if present")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--which", default="a,b,e", help="comma-separated subset of a,b,c,d,e")
+    p.add_argument("--which", default="a,b,e", help="comma-separated subset of a,b,c,d,e,f")
     p.add_argument("--detector-size", default="800x1216", help="image HxW of (c)")
     p.add_argument("--train-size", default="512x512", help="image HxW of the two images of (d)")
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -635,7 +703,7 @@ def main(argv=None) -> list[dict]:
     )
     for dev_name in devices:
         device = torch.device(dev_name)
-        tower_benchmarks = [w for w in which if w not in ("c", "d")]
+        tower_benchmarks = [w for w in which if w not in ("c", "d", "f")]
         ref, new = build_towers(args, device) if tower_benchmarks else (None, None)
         for size in args.sizes if tower_benchmarks else []:
             image = parse_size(size)
@@ -654,11 +722,11 @@ def main(argv=None) -> list[dict]:
                     tower_forward_backward(ref, new, feats, args, device, report)
                 elif w == "e":
                     block_vs_plain(ref, new, feats, args, device, report)
-                elif w in ("c", "d"):
+                elif w in ("c", "d", "f"):
                     continue  # once per device, below
                 else:
                     p.error(f"unknown benchmark {w!r}")
-        detector = [w for w in which if w in ("c", "d")]
+        detector = [w for w in which if w in ("c", "d", "f")]
         if detector:
             header = (
                 f"{device.type} {args.dtype}, project deform_impl={args.impl!r} "
@@ -667,7 +735,11 @@ def main(argv=None) -> list[dict]:
             report = make_reporter(header, results)
             builder = detector_builder(args.offset_mode)
             for w in detector:
-                (detector_inference if w == "c" else training_step)(builder, args, device, report)
+                if w == "f":
+                    deployed_inference(args, device, report)
+                else:
+                    step = detector_inference if w == "c" else training_step
+                    step(builder, args, device, report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

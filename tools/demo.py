@@ -5,6 +5,11 @@
         --input 'datasets/synthetic_shapes/val-*/images/00000[0-3].jpg' --output demo_out \\
         train.init_checkpoint=output/quickstart/model_final.pth
 
+With ``--onnx model.onnx`` (written by ``tools/export_model.py``) instead of ``--config-file``,
+the detections come from ``dyhead_d2.deploy.OnnxPredictor`` (onnxruntime), which resizes as the
+exported config's test loader did and names the classes from the file's metadata; the JSON then
+uses the contiguous class ids and the file names as image ids.
+
 ``--input`` takes image files, folders (their images, not recursive) and glob patterns (quote
 them; ``**`` recurses). The model is the config's, with the weights of
 ``train.init_checkpoint`` (any checkpoint ``DyHeadCheckpointer`` reads), on CUDA when available
@@ -39,9 +44,13 @@ from dyhead_d2._detectron2 import require_detectron2  # noqa: E402
 
 require_detectron2("tools/demo.py")
 
+import torch  # noqa: E402
+from detectron2.data.catalog import Metadata  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from dyhead_d2.deploy import OnnxPredictor  # noqa: E402
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 from dyhead_d2.engine.drawing import draw_detections  # noqa: E402
 from dyhead_d2.engine.predictor import (  # noqa: E402
@@ -63,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--config-file", metavar="FILE")
+    model.add_argument("--onnx", metavar="FILE", help="an exported model.onnx to run instead")
     parser.add_argument(
         "--input",
         required=True,
@@ -96,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.input = inputs
     if args.scale <= 0:
         parser.error(f"--scale must be > 0, got {args.scale}")
+    if args.onnx and args.opts:
+        parser.error(f"key=value overrides {args.opts} need --config-file, not --onnx")
     return args
 
 
@@ -124,8 +137,28 @@ def output_names(images: list[str]) -> list[str]:
     return list(names)
 
 
+class OnnxModel:
+    """An exported model behind the interface ``run`` uses: ``predictor(bgr) -> Instances``."""
+
+    def __init__(self, path: str):
+        if not os.path.isfile(path):
+            raise InputError(f"--onnx {path!r} does not exist")
+        self.onnx = OnnxPredictor(path)
+        self.weights, self.device, self.dataset_name = path, "onnxruntime (CPU)", None
+        self.metadata = Metadata(thing_classes=self.onnx.class_names or None)
+
+    def __call__(self, image):
+        found = self.onnx(image, format="BGR")
+        return Instances(
+            found.image_size,
+            pred_boxes=Boxes(torch.from_numpy(found.boxes)),
+            scores=torch.from_numpy(found.scores),
+            pred_classes=torch.from_numpy(found.classes),
+        )
+
+
 def run(args: argparse.Namespace) -> None:
-    cfg = load_config(args.config_file, args.opts)
+    cfg = None if args.onnx else load_config(args.config_file, args.opts)
     images = find_images(args.input)
     out_dir = Path(args.output) if args.output else None
     if out_dir is not None:
@@ -133,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
         if out_dir.exists() and not out_dir.is_dir():
             raise InputError(f"--output {str(out_dir)!r} exists and is not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(cfg)
+    predictor = OnnxModel(args.onnx) if args.onnx else Predictor(cfg)
     ids = DatasetIds.from_dataset(predictor.dataset_name)
     class_names = predictor.metadata.get("thing_classes", None)
     dataset = predictor.dataset_name or "none"
@@ -143,13 +176,13 @@ def run(args: argparse.Namespace) -> None:
     )
     progress = tqdm(images, unit="img", disable=True if len(images) < 2 else None)
     for i, path in enumerate(progress):
-        image = read_image(path, predictor.input_format)
+        image = read_image(path, "BGR")
         instances = predictor(image)
         instances = instances[instances.scores >= args.confidence_threshold]
         tqdm.write(summary(path, instances, class_names))
         if out_dir is None:
             continue
-        rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
+        rgb = image[:, :, ::-1]
         picture = draw_detections(rgb, instances, predictor.metadata, scale=args.scale)
         Image.fromarray(picture).save(out_dir / f"{stems[i]}.png")
         write_coco_results(

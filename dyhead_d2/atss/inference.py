@@ -43,6 +43,11 @@ def select_topk_candidates(
     scores = cand_probs * centerness[anchor_idxs]
 
     key = scores if topk_by == "score" else cand_probs
-    # A stable sort keeps tied candidates in index order, identically on CPU and CUDA.
-    order = torch.sort(key, descending=True, stable=True).indices[:topk]
+    # A stable sort keeps tied candidates in index order, identically on CPU and CUDA. Under
+    # tracing (ONNX export) the sort becomes ONNX's TopK, which orders ties by index too (and
+    # has no "stable" argument to export).
+    if torch.jit.is_tracing():
+        order = torch.sort(key, descending=True).indices[:topk]
+    else:
+        order = torch.sort(key, descending=True, stable=True).indices[:topk]
     return scores[order], anchor_idxs[order], cand[order] % num_classes

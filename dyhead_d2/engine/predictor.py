@@ -8,6 +8,7 @@ dataset metadata from ``cfg.dataloader.test`` and runs one image at a time. ``to
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import logging
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from detectron2.config import instantiate
+from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog, detection_utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Instances
@@ -26,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from ..checkpoint.checkpointer import DyHeadCheckpointer
 from ..layers.finite import describe_non_finite
 from .checks import check_checkpoint, dataset_names
-from .config import ConfigError, resolve_device
+from .config import ConfigError, load_config, resolve_device
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -117,11 +118,27 @@ class Predictor:
       (resolved as :func:`~dyhead_d2.engine.checks.dataset_names` does, which registers a
       dataset a LazyCall names), or empty metadata for a config without one.
 
-    Calling it returns the model's :class:`Instances` for the image, in the image's own pixels
-    (the model scales its boxes back from the resized image), on the CPU.
+    Calling it with an image path or an (H, W, 3) uint8 array in BGR order (as OpenCV reads it;
+    flipped to RGB for an RGB model, like Detectron2's ``DefaultPredictor``) returns the model's
+    :class:`Instances` for the image, in the image's own pixels (the model scales its boxes back
+    from the resized image), on the CPU.
+
+    Args:
+        cfg: a LazyConfig file or a loaded config.
+        weights: checkpoint to load (default ``cfg.train.init_checkpoint``).
+        device: where to run (default ``cfg.train.device``).
+        overrides: config values to set, by dotted key (``**{"model.test_score_thresh": 0.3}``)
+            or with ``__`` for the dots (``model__test_score_thresh=0.3``).
     """
 
-    def __init__(self, cfg: DictConfig, weights: str | None = None, device: str | None = None):
+    def __init__(
+        self,
+        cfg: DictConfig | str | os.PathLike,
+        weights: str | None = None,
+        device: str | None = None,
+        **overrides,
+    ):
+        cfg = _with_overrides(cfg, overrides)
         if weights is None:
             weights = _select(cfg, "train.init_checkpoint", default="")
         if not weights:
@@ -167,8 +184,26 @@ class Predictor:
         return {"image": tensor, "height": height, "width": width}
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> Instances:
+    def __call__(self, image: np.ndarray | str | os.PathLike) -> Instances:
+        if isinstance(image, (str, os.PathLike)):
+            image = read_image(os.fspath(image), self.input_format)
+        elif self.input_format == "RGB":
+            image = np.asarray(image)[:, :, ::-1]
         return self.model([self.prepare(image)])[0]["instances"].to("cpu")
+
+
+def _with_overrides(cfg: DictConfig | str | os.PathLike, overrides: Mapping) -> DictConfig:
+    """``cfg`` (a file is loaded) with ``overrides`` (dotted or ``__``-separated keys) set."""
+    items = [f"{k.replace('__', '.')}={json.dumps(v)}" for k, v in overrides.items()]
+    if not isinstance(cfg, DictConfig):
+        return load_config(os.fspath(cfg), items)
+    if items:
+        cfg = copy.deepcopy(cfg)
+        try:
+            LazyConfig.apply_overrides(cfg, items)
+        except Exception as e:
+            raise ConfigError(f"cannot apply overrides {items}: {e}") from e
+    return cfg
 
 
 class _RecordingCheckpointer(DyHeadCheckpointer):

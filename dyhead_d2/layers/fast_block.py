@@ -53,7 +53,9 @@ def _stack_rows(features: Sequence[Tensor], dtype: torch.dtype) -> tuple[Tensor,
     levels, start = [], 0
     for f in features:
         levels.append(_Level((f.shape[-2], f.shape[-1]), start, n))
-        start += levels[-1].rows
+        # Not ``+=``: under tracing (ONNX export) sizes are 0-dim tensors, which it would modify
+        # in place, moving the previous level's start too.
+        start = start + levels[-1].rows
     rows = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features])
     return rows.to(dtype), levels
 
@@ -78,23 +80,23 @@ def _sample(jobs: list[_Job], first_row: int, taps_first: bool) -> tuple[Tensor,
     conv = jobs[0].conv
     kk = conv.kernel_size**2
     like = jobs[0].offset
-    positions, masks, segments = [], [], []
+    indices, weights = [], []
     for job in jobs:
         n, _, ho, wo = job.offset.shape
         off = job.offset.view(n, kk, 2, ho, wo).permute(0, 3, 4, 1, 2)
         # One rounding, (float) integer + offset, exactly like torchvision's kernel.
         base = tap_positions(n, (ho, wo), conv.kernel_size, job.conv.stride, conv.padding, like)
-        positions.append((base + off).reshape(-1, 2))
-        masks.append(job.mask.permute(0, 2, 3, 1).reshape(-1))
+        pos = (base + off).reshape(n, -1, 2)
+        mask = job.mask.permute(0, 2, 3, 1).reshape(n, -1)
         h, w = job.source.size
-        for i in range(n):
-            segments.append((ho * wo * kk, h, w, job.source.start - first_row + i * h * w))
-    pos = torch.cat(positions)
-    # Per-sample image size and first row: one segment per (job, image).
-    lengths, heights, widths, starts = torch.tensor(segments, device=like.device).unbind(1)
-    heights, widths, starts = (t.repeat_interleave(lengths) for t in (heights, widths, starts))
-    index, weight = bilinear_corners(pos[:, 0], pos[:, 1], torch.cat(masks), heights, widths)
-    index = index + starts.unsqueeze(1)
+        # Per job (one image size each), so that under tracing (ONNX export) every size and
+        # offset stays a function of the input shapes instead of a recorded constant.
+        index, weight = bilinear_corners(pos[..., 0], pos[..., 1], mask, h, w)
+        first = job.source.start - first_row
+        image_start = torch.arange(n, device=like.device).view(n, 1, 1) * (h * w) + first
+        indices.append((index + image_start).reshape(-1, 4))
+        weights.append(weight.reshape(-1, 4))
+    index, weight = torch.cat(indices), torch.cat(weights)
     if taps_first:
         tap = torch.arange(index.shape[0], device=index.device) % kk
         index = index * kk + tap.unsqueeze(1)

@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 
+# ONNX's TensorProto.FLOAT: the exported gather-sum is float32, like the model's inference.
+_ONNX_FLOAT = 1
+
+
 class _GatherSum(torch.autograd.Function):
     """``out[b] = sum_j weight[b, j] * table[index[b, j]]``; see :func:`gather_sum`."""
 
@@ -58,6 +62,16 @@ class _GatherSum(torch.autograd.Function):
         ctx.save_for_backward(table, index, weight)
         w = weight.to(table.dtype)
         return F.embedding_bag(index, table, mode="sum", per_sample_weights=w)
+
+    @staticmethod
+    def symbolic(g, table, index, weight):
+        # ONNX export (TorchScript exporter): ONNX has no embedding_bag, and the exporter would
+        # turn it into a Loop over the bags. The same sum from standard ops: gather the
+        # (B, K, D) rows, then a batched (B, 1, K) x (B, K, D) product.
+        rows = g.op("Gather", table, index, axis_i=0)
+        one = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        weight = g.op("Cast", g.op("Unsqueeze", weight, one), to_i=_ONNX_FLOAT)
+        return g.op("Squeeze", g.op("MatMul", weight, rows), one)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -152,6 +166,13 @@ def tap_positions(
     return base.expand(n, ho, wo, kk, 2)
 
 
+def _upper_bound(size: int | Tensor, like: Tensor) -> float | Tensor:
+    """``size + 1`` as a clamp bound for ``like``: a number, or a tensor of ``like``'s dtype."""
+    if isinstance(size, Tensor):
+        return (size.max() + 1).to(like.dtype)
+    return float(size + 1)
+
+
 def bilinear_corners(
     y: Tensor, x: Tensor, mask: Tensor, height: int | Tensor, width: int | Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -171,10 +192,9 @@ def bilinear_corners(
     """
     # Positions far outside are clamped (every corner stays outside, so value and gradient stay
     # zero); this only keeps the integer arithmetic below in range.
-    big = float(height.max() if isinstance(height, Tensor) else height)
-    y = y.clamp(-2.0, big + 1.0)
-    big = float(width.max() if isinstance(width, Tensor) else width)
-    x = x.clamp(-2.0, big + 1.0)
+    # (Bounds from the sizes without a Python float, so that tracing keeps them symbolic.)
+    y = y.clamp(min=-2.0).clamp(max=_upper_bound(height, y))
+    x = x.clamp(min=-2.0).clamp(max=_upper_bound(width, x))
     y0 = y.floor()
     x0 = x.floor()
     ly = y - y0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from detectron2.layers import batched_nms, cat
+from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -27,6 +27,7 @@ from ..atss import (
     select_topk_candidates,
 )
 from ..layers.finite import all_finite, describe_non_finite
+from .nms import class_aware_nms
 
 __all__ = ["ATSS", "check_finite_images"]
 
@@ -245,7 +246,7 @@ class ATSS(DenseDetector):
             scores_all.append(scores)
             classes_all.append(class_idxs)
         boxes, scores, classes = cat(boxes_all), cat(scores_all), cat(classes_all)
-        keep = batched_nms(boxes, scores, classes, self.test_nms_thresh)
+        keep = class_aware_nms(boxes, scores, classes, self.test_nms_thresh, self.num_classes)
         keep = keep[: self.max_detections_per_image]
         return Instances(
             image_size,

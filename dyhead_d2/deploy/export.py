@@ -1,0 +1,248 @@
+"""Exporting a LazyConfig detector to ONNX that stock onnxruntime runs (needs detectron2).
+
+The exported graph is the model's own eval forward on one image, ``model([{"image": image}])``,
+traced by PyTorch's TorchScript-based ONNX exporter with the image height and width dynamic: the
+backbone, DyHead with ``deform_impl="sampled"`` (gathers and matrix products only, so every offset
+reading is an indexing op), the head, the candidate selection, NMS and Detectron2's
+``detector_postprocess`` (clip to the image, drop empty boxes). Nothing is re-implemented for
+export; two ops carry their own ONNX translation (a ``symbolic``): the sampled convolution's
+gather-sum (ONNX has no ``embedding_bag``) and ATSS's class-aware NMS
+(:mod:`dyhead_d2.modeling.nms`). The test loader's resizing and the class names go into the
+file's metadata (:data:`METADATA_KEYS`), so :class:`~dyhead_d2.deploy.OnnxPredictor` runs it
+without the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from ..engine.predictor import Predictor
+from ..layers.deform_conv import resolve_deform_impl
+from .metadata import METADATA_KEYS, OUTPUT_NAMES, resize_spec
+from .parity import Parity, compare_detections
+
+__all__ = [
+    "ExportError",
+    "ExportedDetector",
+    "OnnxExport",
+    "check_exportable",
+    "describe_onnx",
+    "export_onnx",
+]
+
+# The lowest opset the issue asks for; every op of the graph exists there.
+MIN_OPSET = 17
+
+
+class ExportError(ValueError):
+    """A model or config that cannot be exported as asked; the message says what to change."""
+
+
+class ExportedDetector(nn.Module):
+    """``model`` on one (3, H, W) float32 image (0-255, already resized) -> ``boxes`` (N, 4)
+    XYXY in that image's pixels, ``scores`` (N,) and ``classes`` (N,) int64: the model's own
+    eval forward, ``model([{"image": image}])``, with its ``Instances`` unpacked into tensors."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        instances = self.model([{"image": image}])[0]["instances"]
+        return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raise :class:`ExportError` for a model whose CPU forward has no ONNX translation.
+
+    The deformable convolutions must run the ``"sampled"`` implementation (``"auto"`` is that on
+    the CPU, where the export traces); ``torchvision.ops.deform_conv2d`` has no ONNX export.
+    """
+    for name, module in model.named_modules():
+        impl = getattr(module, "deform_impl", None)
+        if isinstance(impl, str) and resolve_deform_impl(impl, torch.device("cpu")) != "sampled":
+            where = name or type(module).__name__
+            raise ExportError(
+                f"{where} has deform_impl={impl!r}: torchvision's deform_conv2d has no ONNX "
+                "export. Set model.backbone.dyhead.deform_impl=sampled (or auto, which is "
+                "'sampled' on the CPU): it computes the same function from standard ops."
+            )
+
+
+@dataclass
+class OnnxExport:
+    """What :func:`export_onnx` wrote and how the file compared with PyTorch on the sample."""
+
+    path: str
+    metadata: dict[str, str]
+    sample_size: tuple[int, int]
+    parity: Parity | None  # onnxruntime vs PyTorch on the sample image (None: not run)
+
+
+def _metadata(predictor: Predictor, config_file: str | None) -> dict[str, str]:
+    names = predictor.metadata.get("thing_classes", None)
+    model = predictor.model
+    try:
+        spec = resize_spec(list(predictor.augmentations.augs))
+    except ValueError as e:
+        raise ExportError(str(e)) from e
+    return {
+        METADATA_KEYS["input_format"]: predictor.input_format,
+        METADATA_KEYS["resize"]: json.dumps(spec),
+        METADATA_KEYS["class_names"]: json.dumps(list(names) if names else []),
+        METADATA_KEYS["max_detections"]: str(_max_detections(model)),
+        METADATA_KEYS["config_file"]: str(config_file or ""),
+        METADATA_KEYS["weights"]: str(predictor.weights),
+        METADATA_KEYS["meta_architecture"]: type(model).__name__,
+    }
+
+
+def _max_detections(model: nn.Module) -> int:
+    for attr in ("max_detections_per_image", "test_detections_per_img"):
+        if hasattr(model, attr):
+            return int(getattr(model, attr))
+    heads = getattr(model, "roi_heads", None)
+    box_predictor = getattr(heads, "box_predictor", None)
+    return int(getattr(box_predictor, "test_topk_per_image", 0))
+
+
+def _nms_thresh(model: nn.Module) -> float | None:
+    if hasattr(model, "test_nms_thresh"):
+        return float(model.test_nms_thresh)
+    box_predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    return getattr(box_predictor, "test_nms_thresh", None)
+
+
+def sample_image(size: tuple[int, int], seed: int = 0) -> Tensor:
+    """A (3, H, W) float32 image of random 0-255 integers, the tracing and check input."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, *size), generator=g).float()
+
+
+def _validate(path: str) -> None:
+    import onnx
+
+    onnx.checker.check_model(path, full_check=True)
+    model = onnx.load(path, load_external_data=False)
+    custom = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ExportError(f"{path}: the graph uses non-standard op domains {custom}")
+
+
+def _compare_with_onnxruntime(
+    path: str, wrapper: ExportedDetector, image: Tensor, max_detections: int
+) -> Parity:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outputs = session.run(list(OUTPUT_NAMES), {"image": image.numpy()})
+    with torch.no_grad():
+        expected = [t.numpy() for t in wrapper(image)]
+    parity = compare_detections(
+        expected, outputs, max_detections=max_detections, nms_thresh=_nms_thresh(wrapper.model)
+    )
+    if not parity.ok:
+        raise ExportError(
+            f"{path}: onnxruntime and PyTorch disagree on a sample image ({parity}); "
+            "the export is not faithful"
+        )
+    return parity
+
+
+def export_onnx(
+    cfg: DictConfig,
+    output: str | os.PathLike,
+    *,
+    weights: str | None = None,
+    config_file: str | None = None,
+    opset: int = MIN_OPSET,
+    sample_size: tuple[int, int] = (320, 448),
+    verify: bool = True,
+) -> OnnxExport:
+    """Write ``cfg.model`` with ``weights`` (default ``cfg.train.init_checkpoint``) as ONNX.
+
+    The file has one input ``image`` (3, H, W) float32 with dynamic H and W and the outputs
+    :data:`OUTPUT_NAMES`; see the module docstring. It is traced on ``sample_size``, checked with
+    ``onnx.checker`` (and for standard op domains only) and, with ``verify``, run by
+    onnxruntime's CPU provider on that sample, whose detections must match PyTorch's in number
+    (the differences are returned).
+    """
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; the export needs opset >= {MIN_OPSET}")
+    predictor = Predictor(cfg, weights=weights, device="cpu")
+    model = predictor.model
+    check_exportable(model)
+    metadata = _metadata(predictor, config_file)
+    wrapper = ExportedDetector(model).eval()
+    image = sample_image(sample_size)
+    path = os.fspath(output)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns about every Python value it records; the checks below are what say
+        # whether the graph generalises (and the tests run it on other sizes).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX")
+        torch.onnx.export(
+            wrapper,
+            (image,),
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={
+                "image": {1: "height", 2: "width"},
+                **{name: {0: "detections"} for name in OUTPUT_NAMES},
+            },
+        )
+    _write_metadata(path, metadata)
+    _validate(path)
+    parity = None
+    if verify:
+        max_det = int(metadata[METADATA_KEYS["max_detections"]])
+        parity = _compare_with_onnxruntime(path, wrapper, image, max_det)
+    return OnnxExport(path, metadata, sample_size, parity)
+
+
+def _write_metadata(path: str, metadata: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(path)
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, path)
+
+
+def describe_onnx(path: str | os.PathLike) -> str:
+    """The inputs and outputs of an ONNX file, one line each: name, element type, shape."""
+    import onnx
+
+    model = onnx.load(os.fspath(path), load_external_data=False)
+
+    def line(value) -> str:
+        t = value.type.tensor_type
+        dims = [
+            d.dim_param or str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?"
+            for d in t.shape.dim
+        ]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+        return f"  {value.name}: {dtype} ({', '.join(dims)})"
+
+    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+    return "\n".join(
+        [
+            f"opset: {opsets}",
+            "inputs:",
+            *map(line, model.graph.input),
+            "outputs:",
+            *map(line, model.graph.output),
+        ]
+    )

@@ -1,0 +1,205 @@
+"""dyhead_d2.deploy: ONNX export of the sampled DyHead (every offset mode), the numpy-only
+predictor's resizing and coordinates, the parity check, and the export's clear errors.
+
+The full detectors' parity (quickstart at several sizes, R-50 at 800x1216) is in
+test_deploy_detectors.py (slow)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx  # the test extra installs the deploy extra
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dyhead_d2.deploy.metadata import resized_shape
+from dyhead_d2.deploy.parity import compare_detections
+from dyhead_d2.layers import DyHead
+from dyhead_d2.layers.offset_modes import OFFSET_MODES
+
+from . import needs_detectron2
+
+
+class PyramidDyHead(torch.nn.Module):
+    """(1, C, H, W) -> DyHead on the 3-level pyramid of stride-2 subsamplings (ceil sizes)."""
+
+    def __init__(self, offset_mode: str):
+        super().__init__()
+        self.dyhead = DyHead(
+            8,
+            8,
+            1,
+            offset_mode=offset_mode,
+            dcn_bias=True,
+            zero_init_offset=False,
+            init_style="authors",
+            norm_groups=4,
+            deform_impl="sampled",
+        )
+        with torch.no_grad():  # offsets of a few pixels: samples cross borders and levels
+            for block in self.dyhead.blocks:
+                block.offset_conv.weight.mul_(20.0)
+
+    def forward(self, x):
+        levels = [x]
+        for _ in range(2):
+            levels.append(F.max_pool2d(levels[-1], 1, stride=2))
+        return tuple(self.dyhead(levels))
+
+
+def export(module, example, path, names=("x",)):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=list(names),
+            dynamic_axes={names[0]: {2: "h", 3: "w"}},
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """offset_mode -> (the PyTorch module, onnxruntime session of its export at 16x24)."""
+    out = {}
+    for mode in OFFSET_MODES:
+        torch.manual_seed(0)  # the same weights for every mode
+        model = PyramidDyHead(mode).eval()
+        path = tmp_path_factory.mktemp("dyhead_onnx") / f"{mode}.onnx"
+        out[mode] = model, export(model, torch.randn(1, 8, 16, 24), path), path
+    return out
+
+
+@pytest.mark.parametrize("offset_mode", OFFSET_MODES)
+def test_sampled_dyhead_exports_for_every_offset_mode(offset_mode, exported):
+    model, session, path = exported[offset_mode]
+    graph = onnx.load(str(path)).graph
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
+    ops = {n.op_type for n in graph.node}
+    assert "Loop" not in ops and "Gather" in ops  # the gather-sum is Gather + MatMul
+    # Other sizes than the traced one, odd ones too (where "official" reads scrambled rows).
+    for size in [(16, 24), (13, 19), (21, 10), (7, 7)]:
+        x = torch.randn(1, 8, *size)
+        with torch.no_grad():
+            expected = model(x)
+        got = session.run(None, {"x": x.numpy()})
+        for level, (e, g) in enumerate(zip(expected, got)):
+            assert g.shape == tuple(e.shape), (size, level)
+            np.testing.assert_allclose(g, e.numpy(), atol=1e-4, rtol=1e-4, err_msg=f"{size}")
+
+
+def test_offset_modes_differ_in_the_exported_graphs(exported):
+    """The export follows the mode: the same weights give other outputs per mode."""
+    x = torch.randn(1, 8, 13, 19).numpy()
+    outs = {mode: session.run(None, {"x": x})[0] for mode, (_, session, _) in exported.items()}
+    assert np.abs(outs["official"] - outs["topleft"]).max() > 1e-3
+    assert np.abs(outs["aligned"] - outs["topleft"]).max() > 1e-3
+    assert np.abs(outs["mmcv"] - outs["official"]).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "size", [(480, 640), (640, 480), (600, 600), (333, 1999), (1999, 333), (801, 799), (10, 20)]
+)
+def test_resized_shape_is_detectron2s(size):
+    needs_detectron2()
+    from detectron2.data import transforms as T
+
+    for short, max_size in [(800, 1333), (256, 256), (0, 1333), (512, 10_000)]:
+        aug = T.ResizeShortestEdge(short, max_size)
+        image = np.zeros((*size, 3), dtype=np.uint8)
+        transform = aug.get_transform(image)
+        expected = transform.apply_image(image).shape[:2]
+        spec = {"type": "shortest_edge", "short_edge": short, "max_size": max_size, "interp": 2}
+        assert resized_shape(*size, spec) == expected, (size, short, max_size)
+
+
+def test_onnx_predictor_imports_without_torch_or_detectron2():
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'torchvision', 'detectron2'):\n"
+        "    sys.modules[name] = None  # any import of them fails\n"
+        "import dyhead_d2\n"
+        "from dyhead_d2.deploy import OnnxPredictor, Detections\n"
+        "from dyhead_d2.deploy.parity import compare_detections\n"
+        "print('imported', OnnxPredictor.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "imported OnnxPredictor" in out.stdout
+
+
+def _dets(boxes, scores, classes):
+    return (
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(scores, dtype=np.float32),
+        np.asarray(classes, dtype=np.int64),
+    )
+
+
+def test_compare_detections():
+    a = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 4, 4]], [0.9, 0.8, 0.3], [1, 2, 1])
+    # Same detections in another order, within tolerance.
+    b = _dets([[5, 5, 20.005, 20], [0, 0, 10, 10], [1, 1, 4, 4]], [0.80005, 0.9, 0.3], [2, 1, 1])
+    parity = compare_detections(a, b)
+    assert parity.ok and parity.matched == 3
+    assert parity.max_box_diff == pytest.approx(0.005, abs=1e-6)
+    assert parity.max_score_diff == pytest.approx(5e-5, abs=1e-6)
+    # A box 0.02 px off, another class, a score 2e-4 off, one detection fewer: each fails.
+    for bad in (
+        _dets([[0, 0, 10, 10], [5, 5, 20.02, 20], [1, 1, 4, 4]], [0.9, 0.8, 0.3], [1, 2, 1]),
+        _dets([[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 4, 4]], [0.9, 0.8, 0.3], [1, 3, 1]),
+        _dets([[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 4, 4]], [0.9, 0.8002, 0.3], [1, 2, 1]),
+        _dets([[0, 0, 10, 10], [5, 5, 20, 20]], [0.9, 0.8], [1, 2]),
+    ):
+        assert not compare_detections(a, bad).ok
+    # At the max_detections cut, a different last detection of (nearly) the same score is fine,
+    # but not one of a clearly higher score.
+    c = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [7, 7, 9, 9]], [0.9, 0.8, 0.30005], [1, 2, 1])
+    assert compare_detections(a, c, max_detections=3).ok
+    assert not compare_detections(a, c).ok
+    d = _dets([[0, 0, 10, 10], [50, 5, 60, 20], [1, 1, 4, 4]], [0.9, 0.8, 0.3], [1, 2, 1])
+    assert not compare_detections(a, d, max_detections=3).ok
+    # One run kept a box the other suppressed, at IoU 0.6 with a better box of its class.
+    e = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [0, 0, 10, 6]], [0.9, 0.8, 0.5], [1, 2, 1])
+    parity = compare_detections(a[:2] + (a[2],), e, nms_thresh=0.6)
+    assert parity.unmatched == ([2], [2]) and not parity.ok  # the [1, 1, 4, 4] box is not that
+    f = _dets([[0, 0, 10, 10], [5, 5, 20, 20]], [0.9, 0.8], [1, 2])
+    assert not compare_detections(f, e, nms_thresh=0.6).ok  # counts differ
+    e2 = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [0, 0, 10, 6.0]], [0.9, 0.8, 0.5], [1, 2, 1])
+    g = _dets([[0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40]], [0.9, 0.8, 0.2], [1, 2, 1])
+    parity = compare_detections(e2, g, nms_thresh=0.6, max_detections=3)
+    assert parity.at_nms_threshold == 1 and parity.at_cut == 1 and parity.ok, parity
+    assert not compare_detections(e2, g, nms_thresh=0.5, max_detections=3).ok
+
+
+def test_torchvision_deform_impl_is_refused_with_what_to_set():
+    needs_detectron2()
+    from dyhead_d2.deploy.export import ExportError, check_exportable
+
+    for impl, refused in (("torchvision", True), ("sampled", False), ("auto", False)):
+        model = DyHead(
+            8,
+            8,
+            1,
+            offset_mode="official",
+            dcn_bias=True,
+            zero_init_offset=False,
+            init_style="authors",
+            norm_groups=4,
+            deform_impl=impl,
+        )
+        if not refused:
+            check_exportable(model)
+            continue
+        with pytest.raises(ExportError, match="deform_impl=sampled"):
+            check_exportable(model)

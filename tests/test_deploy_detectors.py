@@ -1,0 +1,235 @@
+"""Exported detectors give PyTorch's detections: the quickstart model (random, lively weights) at
+several image sizes through tools/export_model.py, OnnxPredictor in original coordinates (also in
+a process without torch), demo.py --onnx, dyhead_d2.Predictor; and the R-50 reproduction model
+(random weights, biased classifier) at 800x1216. Slow: each export traces a whole detector."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from . import needs_detectron2
+
+needs_detectron2()
+
+import onnxruntime as ort  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
+
+import dyhead_d2  # noqa: E402
+from dyhead_d2.deploy import OnnxPredictor  # noqa: E402
+from dyhead_d2.deploy.export import ExportedDetector, export_onnx, sample_image  # noqa: E402
+from dyhead_d2.deploy.parity import compare_detections  # noqa: E402
+from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.engine.predictor import read_image  # noqa: E402
+
+from .tiny_quickstart import ROOT, tiny_model_fixture, tool_env  # noqa: E402, F401
+
+pytestmark = pytest.mark.slow
+
+R50 = "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def instances_as_arrays(instances):
+    return (
+        instances.pred_boxes.tensor.numpy(),
+        instances.scores.numpy(),
+        instances.pred_classes.numpy(),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    """(model.onnx of the tiny quickstart written by tools/export_model.py, its stdout)."""
+    out_dir = tmp_path_factory.mktemp("tiny_onnx")
+    tool = load_tool("export_model")
+    stdout = io.StringIO()
+    args = ["--config-file", tiny_model.config, "--output", str(out_dir)]
+    args += [*tiny_model.overrides, f"train.init_checkpoint={tiny_model.checkpoint}"]
+    with contextlib.redirect_stdout(stdout):
+        assert tool.main(args) == 0
+    return out_dir / "model.onnx", stdout.getvalue()
+
+
+def test_export_tool_prints_the_signature_and_the_check(tiny_onnx):
+    path, stdout = tiny_onnx
+    assert path.is_file()
+    assert "image: float32 (3, height, width)" in stdout
+    assert "boxes: float32 (detections, 4)" in stdout
+    assert "scores: float32 (detections)" in stdout
+    assert "classes: int64 (detections)" in stdout
+    assert "opset: ai.onnx 17" in stdout
+    line = next(x for x in stdout.splitlines() if x.startswith("onnxruntime vs PyTorch"))
+    assert "NOT MATCHED" not in line
+
+
+@pytest.mark.parametrize("size", [(320, 448), (256, 256), (200, 300), (384, 320), (131, 517)])
+def test_quickstart_parity_at_several_sizes(tiny_model, tiny_onnx, size):
+    model = ExportedDetector(tiny_model.build())
+    session = ort.InferenceSession(str(tiny_onnx[0]), providers=["CPUExecutionProvider"])
+    image = sample_image(size, seed=sum(size))
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(image)]
+    got = session.run(None, {"image": image.numpy()})
+    assert got[0].dtype == np.float32 and got[2].dtype == np.int64
+    assert len(expected[1]) > 10  # the lively weights detect plenty
+    parity = compare_detections(expected, got, max_detections=100, nms_thresh=0.6)
+    assert parity.ok, f"{size}: {parity}"
+    assert parity.matched >= len(expected[1]) - 2
+
+
+def test_onnx_predictor_matches_predictor_in_original_coordinates(tiny_model, tiny_onnx):
+    onnx_predictor = OnnxPredictor(tiny_onnx[0])
+    predictor = dyhead_d2.Predictor(
+        tiny_model.config, str(tiny_model.checkpoint), **_overrides(tiny_model)
+    )
+    assert onnx_predictor.class_names == list(predictor.metadata.thing_classes)
+    assert len(onnx_predictor.class_names) == 5
+    for path in tiny_model.val_images[:3]:
+        bgr = read_image(str(path), "BGR")
+        found = onnx_predictor(str(path))
+        from_array = onnx_predictor(bgr)
+        np.testing.assert_array_equal(found.boxes, from_array.boxes)
+        expected = instances_as_arrays(predictor(str(path)))
+        parity = compare_detections(
+            expected, (found.boxes, found.scores, found.classes), max_detections=100, nms_thresh=0.6
+        )
+        assert parity.ok, f"{path}: {parity}"
+        assert found.image_size == bgr.shape[:2]
+        assert found.class_names == [onnx_predictor.class_names[c] for c in found.classes]
+
+
+def _overrides(tiny_model) -> dict:
+    """The tiny model's key=value overrides as Predictor keyword arguments."""
+    out = {}
+    for item in tiny_model.overrides:
+        key, value = item.split("=", 1)
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def test_predictor_api(tiny_model):
+    predictor = dyhead_d2.Predictor(
+        tiny_model.config, str(tiny_model.checkpoint), **_overrides(tiny_model)
+    )
+    model = tiny_model.build()
+    path = tiny_model.val_images[0]
+    bgr = read_image(str(path), "BGR")
+    with torch.no_grad():
+        expected = model([{"image": torch.as_tensor(bgr.transpose(2, 0, 1).copy())}])[0]
+    for image in (bgr, str(path)):
+        got = predictor(image)
+        torch.testing.assert_close(got.pred_boxes.tensor, expected["instances"].pred_boxes.tensor)
+        torch.testing.assert_close(got.scores, expected["instances"].scores)
+    # An override by keyword: at most 3 detections, the 3 best of the default.
+    three = dyhead_d2.Predictor(
+        tiny_model.config,
+        str(tiny_model.checkpoint),
+        model__max_detections_per_image=3,
+        **_overrides(tiny_model),
+    )(bgr)
+    assert len(three) == 3
+    torch.testing.assert_close(three.scores, expected["instances"].scores[:3])
+
+
+def test_onnx_predictor_runs_without_torch(tiny_model, tiny_onnx):
+    path = tiny_model.val_images[1]
+    code = (
+        "import sys, json\n"
+        "for name in ('torch', 'torchvision', 'detectron2'):\n"
+        "    sys.modules[name] = None\n"
+        "from dyhead_d2.deploy import OnnxPredictor\n"
+        f"found = OnnxPredictor({str(tiny_onnx[0])!r})({str(path)!r})\n"
+        "print(json.dumps([found.boxes.tolist(), found.scores.tolist(), found.classes.tolist()]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=tool_env(tiny_model.checkpoint.parent),
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    boxes, scores, classes = json.loads(out.stdout.strip().splitlines()[-1])
+    found = OnnxPredictor(tiny_onnx[0])(str(path))
+    assert len(scores) == len(found) > 0
+    np.testing.assert_allclose(boxes, found.boxes, atol=1e-4)
+    np.testing.assert_array_equal(classes, found.classes)
+
+
+def test_demo_draws_the_onnx_detections(tiny_model, tiny_onnx, tmp_path):
+    demo = load_tool("demo")
+    images = tiny_model.val_images[:2]
+    args = ["--onnx", str(tiny_onnx[0]), "--input", *map(str, images), "--output", str(tmp_path)]
+    assert demo.main([*args, "--confidence-threshold", "0.2"]) == 0
+    predictor = OnnxPredictor(tiny_onnx[0])
+    for path in images:
+        results = json.loads((tmp_path / f"{path.stem}.json").read_text())
+        found = predictor(str(path))
+        keep = found.scores >= 0.2
+        assert len(results) == int(keep.sum()) > 0
+        np.testing.assert_allclose([r["score"] for r in results], found.scores[keep], rtol=1e-6)
+        x0, y0, x1, y1 = found.boxes[keep][0]
+        np.testing.assert_allclose(results[0]["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=1e-3)
+        picture = np.asarray(__import__("PIL.Image").Image.open(tmp_path / f"{path.stem}.png"))
+        assert picture.shape[:2] == found.image_size
+
+
+def test_unexportable_model_is_one_line_saying_what_to_set(tiny_model, tmp_path, capsys):
+    tool = load_tool("export_model")
+    args = ["--config-file", tiny_model.config, "--output", str(tmp_path)]
+    args += [*tiny_model.overrides, f"train.init_checkpoint={tiny_model.checkpoint}"]
+    assert tool.main([*args, "+model.backbone.dyhead.deform_impl=torchvision"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "deform_impl=sampled" in err[0], err
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_r50_reproduction_parity_at_800x1216(tmp_path):
+    """Random weights, the classifier's spread x20 and its bias lowered so that a few thousand
+    candidates pass the 0.05 threshold with well-spread scores (nearly equal scores would trade
+    places in NMS); a 600x912 image, which the config's test loader resizes to 800x1216."""
+    cfg = load_config(R50)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        model.head.cls_logits.weight.mul_(20.0)
+        model.head.cls_logits.bias.fill_(-9.0)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("r50")
+    cfg.train.init_checkpoint = str(tmp_path / "r50.pth")
+    export = export_onnx(cfg, tmp_path / "model.onnx", sample_size=(256, 384), verify=False)
+    onnx_predictor = OnnxPredictor(export.path)
+    assert onnx_predictor.resize == {
+        "type": "shortest_edge",
+        "short_edge": 800,
+        "max_size": 1333,
+        "interp": 2,
+    }
+    assert onnx_predictor.class_names[:3] == ["person", "bicycle", "car"]
+    g = np.random.default_rng(0)
+    bgr = g.integers(0, 256, (600, 912, 3), dtype=np.uint8)
+    assert onnx_predictor.preprocess(bgr).shape == (3, 800, 1216)
+    found = onnx_predictor(bgr)
+    expected = instances_as_arrays(dyhead_d2.Predictor(cfg, device="cpu")(bgr))
+    parity = compare_detections(
+        expected, (found.boxes, found.scores, found.classes), max_detections=100, nms_thresh=0.6
+    )
+    assert len(found) >= 10
+    assert parity.ok, parity
+    print(f"R-50 800x1216 onnxruntime vs PyTorch: {parity}")

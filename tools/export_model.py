@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Export a LazyConfig detector to ONNX that stock onnxruntime runs.
+
+    python tools/export_model.py --config-file configs/quickstart/atss_dyhead_synthetic.py \\
+        --format onnx --output exported train.init_checkpoint=output/quickstart/model_final.pth
+
+Writes ``DIR/model.onnx`` with the weights of ``train.init_checkpoint``. The file has one input,
+``image``: float32 (3, H, W), pixel values 0-255 in the config's input format, already resized as
+the config's test loader resizes (H and W are dynamic), and three outputs after NMS: ``boxes``
+(N, 4) float32 XYXY in that input's pixels, ``scores`` (N,) float32 and ``classes`` (N,) int64.
+It uses standard ONNX ops only (opset >= 17); it is checked with the ONNX checker and run by
+onnxruntime on a sample image whose detections are compared with PyTorch's. The test resizing
+and the class names are stored in the file's metadata: ``dyhead_d2.deploy.OnnxPredictor``
+(onnxruntime, numpy, Pillow) and ``tools/demo.py --onnx`` use them. (``torch.export`` cannot
+capture the detector yet: Detectron2's padding and the candidate selection have data-dependent
+sizes it refuses; hence ONNX only.) The DyHead deformable convolutions must use
+``deform_impl="sampled"`` (or ``"auto"``, which is that on the CPU). Mistakes end the run with
+a one-line error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+# Raised inside fvcore and detectron2 on this torch version, not by this project.
+warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+warnings.filterwarnings("ignore", "torch.meshgrid: in an upcoming release", UserWarning)
+
+from dyhead_d2._detectron2 import require_detectron2  # noqa: E402
+
+require_detectron2("tools/export_model.py")
+
+from dyhead_d2.deploy.export import (  # noqa: E402
+    MIN_OPSET,
+    ExportError,
+    describe_onnx,
+    export_onnx,
+)
+from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
+
+PROG = "export_model.py"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 320x448, got {text!r}") from None
+    return h, w
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--format", choices=["onnx"], default="onnx")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
+    parser.add_argument("--opset", type=int, default=MIN_OPSET, help="ONNX opset (>= 17)")
+    parser.add_argument(
+        "--sample-size",
+        type=parse_size,
+        default=(320, 448),
+        metavar="HxW",
+        help="image size traced and checked (default 320x448)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip running the file with onnxruntime on the sample image",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="key=value overrides of the config, last"
+    )
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config_file, args.opts)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"--output {str(out_dir)!r} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = export_onnx(
+        cfg,
+        out_dir / "model.onnx",
+        config_file=args.config_file,
+        opset=args.opset,
+        sample_size=args.sample_size,
+        verify=not args.no_verify,
+    )
+    print(f"wrote {result.path} (ONNX checker: ok; standard ops only)")
+    print(describe_onnx(result.path))
+    h, w = result.sample_size
+    if result.parity is not None:
+        print(f"onnxruntime vs PyTorch on a {h}x{w} sample image: {result.parity}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    try:
+        run(args)
+    except (ConfigError, ExportError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
