@@ -15,6 +15,7 @@ from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
 from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E402
 
+from dyhead_d2 import DyHeadBlock  # noqa: E402
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 from dyhead_d2.modeling import ATSS, LastLevelP6P7NoReLU  # noqa: E402
 
@@ -180,11 +181,14 @@ PORTS = {
     "authors": dict(
         offset_mode="official", dcn_bias=True, zero_init_offset=False, init_style="authors"
     ),
+    # MMDetection's released models read the high-branch offset and mask as the authors' kernel
+    # does (mmcv's kernel reads the full-size maps by raw pointer): "official", not the
+    # unreleased post-3.3.0 slice ("mmdet_main_slice").
     "mmdet_simple": dict(
-        offset_mode="mmcv", dcn_bias=False, zero_init_offset=True, init_style="mmdet"
+        offset_mode="official", dcn_bias=False, zero_init_offset=True, init_style="mmdet"
     ),
     "mmdet_repro": dict(
-        offset_mode="mmcv", dcn_bias=False, zero_init_offset=False, init_style="mmdet"
+        offset_mode="official", dcn_bias=False, zero_init_offset=False, init_style="mmdet"
     ),
 }
 
@@ -287,6 +291,48 @@ def test_config_model_instantiates_and_runs(name):
 @pytest.mark.slow
 def test_swin_large_config_instantiates_and_runs():
     _instantiate_and_run("COCO/atss_dyhead_swin_L_FPN_2x_ms.py")
+
+
+MMDET_CONFIGS = [n for n, want in sorted(PUBLISHED.items()) if want["port"].startswith("mmdet")]
+
+
+@pytest.mark.parametrize("name", MMDET_CONFIGS)
+def test_mmdet_config_high_branch_reads_each_images_first_values(name):
+    # MMDetection's released models: per image, the high branch's deformable conv reads the first
+    # 18*h*w offset values and the first 9*h*w (sigmoid) mask values of level l's full-size maps,
+    # as mmcv's kernel indexes offset[b] / mask[b] by raw pointer at the output size.
+    args = load_config(str(CONFIGS / name)).model.backbone.dyhead
+    assert args.offset_mode == "official"
+    torch.manual_seed(0)
+    block = DyHeadBlock(
+        16,
+        16,
+        offset_mode=args.offset_mode,
+        dcn_bias=args.dcn_bias,
+        zero_init_offset=False,  # a zero offset conv would make every reading equal
+        init_style=args.init_style,
+        deform_impl="torchvision",  # the per-level path, whose conv_high call we record
+    )
+    with torch.no_grad():
+        block.offset_conv.weight.normal_(0.0, 0.5)
+    seen = []
+    conv_high_forward = block.conv_high.forward
+    block.conv_high.forward = lambda x, offset, mask: (
+        seen.append((offset, mask)) or (conv_high_forward(x, offset, mask))
+    )
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(2, 16, h, w, generator=g) for h, w in ((9, 13), (5, 7))]
+    with torch.no_grad():
+        block(feats)
+        full = block.offset_conv(feats[0])  # level 0's (N, 27, 9, 13) offset-and-mask map
+    (offset, mask), h, w = seen[0], 5, 7
+    for b in range(2):
+        want_offset = full[b, :18].reshape(-1)[: 18 * h * w].view(18, h, w)
+        want_mask = full[b, 18:].sigmoid().reshape(-1)[: 9 * h * w].view(9, h, w)
+        torch.testing.assert_close(offset[b], want_offset, rtol=0, atol=0)
+        torch.testing.assert_close(mask[b], want_mask, rtol=0, atol=0)
+        # ... which is not the top-left corner (the unreleased post-3.3.0 slice's mask).
+        assert not torch.allclose(mask[b], full[b, 18:, :h, :w].sigmoid())
 
 
 def test_common_model_leaves_port_choices_unset():

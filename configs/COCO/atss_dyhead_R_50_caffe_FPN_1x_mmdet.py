@@ -18,9 +18,10 @@ from ..common.train import train
 model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
-# MMDetection slices the top-left corner, but mmcv's kernel reads the offset slice's raw memory:
-# "mmcv" is what its released weights were trained and evaluated with (see offset_modes.py).
-model.backbone.dyhead.offset_mode = "mmcv"
+# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
+# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
+# MMDetection's released weights were trained (see offset_modes.py).
+model.backbone.dyhead.offset_mode = "official"
 model.backbone.dyhead.dcn_bias = False
 model.backbone.dyhead.zero_init_offset = False  # "to follow official implementation"
 model.backbone.dyhead.init_style = "mmdet"

@@ -28,7 +28,10 @@ model.backbone.fpn.in_features = ["p1", "p2", "p3"]
 model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
-model.backbone.dyhead.offset_mode = "mmcv"  # MMDetection as mmcv runs it (see offset_modes.py)
+# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
+# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
+# MMDetection's released weights were trained (see offset_modes.py).
+model.backbone.dyhead.offset_mode = "official"
 model.backbone.dyhead.dcn_bias = False
 model.backbone.dyhead.zero_init_offset = False  # MMDetection follows the authors here
 model.backbone.dyhead.init_style = "mmdet"
