@@ -29,6 +29,7 @@ RGB_IMAGENET = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], "RGB")
 PUBLISHED = {
     "COCO/atss_dyhead_R_50_caffe_FPN_1x.py": dict(
         meta=ATSS,
+        trainable=38_849_090,  # the authors' FREEZE_AT = -1: every parameter trains
         ap=42.4,
         weights=R50_MSRA,
         pixel=BGR_CAFFE,
@@ -139,6 +140,7 @@ PUBLISHED = {
     ),
     "COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py": dict(
         meta=RetinaNet,
+        trainable=45_290_460,  # the authors' FREEZE_AT = -1: every parameter trains
         ap=39.9,
         weights=R50_MSRA,
         pixel=BGR_CAFFE,
@@ -158,6 +160,7 @@ PUBLISHED = {
     ),
     "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py": dict(
         meta=GeneralizedRCNN,
+        trainable=53_203_592,  # the authors' FREEZE_AT = -1: every parameter trains
         ap=40.3,
         weights=R50_MSRA,
         pixel=BGR_CAFFE,
@@ -270,6 +273,22 @@ def _instantiate_and_run(name):
     assert (block.conv_mid.conv.bias is not None) == PORTS[want["port"]]["dcn_bias"]
     zero_offset = bool((block.offset_conv.weight == 0).all())
     assert zero_offset == PORTS[want["port"]]["zero_init_offset"]
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    if want["port"] == "authors":
+        # The authors freeze nothing (add_extra_config: MODEL.BACKBONE.FREEZE_AT = -1).
+        assert all(p.requires_grad for p in params)
+    else:
+        # MMDetection's R-50 configs freeze the stem and res2 (frozen_stages=1); Swin-L nothing.
+        stem_res2 = [
+            p
+            for n, p in model.backbone.fpn.bottom_up.named_parameters()
+            if n.startswith(("stem.", "res2."))
+        ]
+        assert all(not p.requires_grad for p in stem_res2)
+        assert trainable == sum(p.numel() for p in params) - sum(p.numel() for p in stem_res2)
+    if "trainable" in want:
+        assert trainable == want["trainable"]
     if want["weights"] == R50_MSRA:
         # MSRA caffe weights: every BatchNorm of the ResNet frozen, statistics and affine.
         norms = [m for m in model.backbone.fpn.bottom_up.modules() if "Norm" in type(m).__name__]
@@ -291,6 +310,31 @@ def test_config_model_instantiates_and_runs(name):
 @pytest.mark.slow
 def test_swin_large_config_instantiates_and_runs():
     _instantiate_and_run("COCO/atss_dyhead_swin_L_FPN_2x_ms.py")
+
+
+def test_swin_t_config_decays_biases_as_the_authors_builder():
+    # The authors' builder: weight decay WEIGHT_DECAY_BIAS (1e-4 in the Detectron2 of 2021) for
+    # every parameter whose name contains "bias", WEIGHT_DECAY (0.05) for the rest; lr unchanged.
+    cfg = load_config(str(CONFIGS / "COCO/atss_dyhead_swin_T_FPN_2x_ms.py"))
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    lrs = {g["lr"] for g in optimizer.param_groups}
+    assert lrs == {1e-4}
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(decay) == len(names) == len(list(model.parameters()))
+    kinds = set()
+    for name, p in model.named_parameters():
+        want = 1e-4 if "bias" in name else 0.05
+        assert decay[id(p)] == want, name
+        kinds.add(name.rsplit(".", 1)[-1])
+    # Every kind of parameter the rule must reach is there.
+    assert {"bias", "relative_position_bias_table", "weight", "scale"} <= kinds
+    assert any(
+        "norm" in n and n.endswith("weight") and decay[id(p)] == 0.05
+        for n, p in model.named_parameters()
+    )
 
 
 MMDET_CONFIGS = [n for n, want in sorted(PUBLISHED.items()) if want["port"].startswith("mmdet")]

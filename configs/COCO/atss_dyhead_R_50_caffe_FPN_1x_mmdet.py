@@ -12,8 +12,9 @@ from ..common.optim import SGD as optimizer
 from ..common.train import train
 
 # The common backbone is already MMDetection's here: caffe-style ResNet whose BN is frozen
-# entirely (requires_grad=False, norm_eval=True: Detectron2's FrozenBN), stem + res2 frozen
-# (frozen_stages=1), images padded to 128.
+# entirely (requires_grad=False, norm_eval=True: Detectron2's FrozenBN), images padded to 128;
+# but MMDetection freezes stem + res2 (frozen_stages=1), the authors nothing.
+model.backbone.fpn.bottom_up.freeze_at = 2
 # MMDetection's FPN adds P6/P7 on the P5 output with no ReLU before P7.
 model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
