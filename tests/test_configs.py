@@ -257,6 +257,8 @@ def test_config_states_published_settings(name):
         assert m.test_score_thresh == 0.05 and m.test_topk_candidates == 1000
         assert m.test_topk_by == want["topk_by"] and m.test_nms_thresh == 0.6
         assert m.max_detections_per_image == 100 and m.num_classes == 80
+        # MMDetection clips boxes to the image (and drops empty ones) before NMS, the authors after.
+        assert m.test_clip_before_nms is want["port"].startswith("mmdet")
 
 
 def _instantiate_and_run(name):

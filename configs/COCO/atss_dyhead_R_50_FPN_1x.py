@@ -37,6 +37,8 @@ model.backbone.dyhead.init_style = "mmdet"
 model.head.pred_kernel_size = 3
 model.anchor_generator.offset = 0.0
 model.test_topk_by = "prob"
+# MMDetection clips decoded boxes to the image and drops empty ones before NMS.
+model.test_clip_before_nms = True
 model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"

@@ -28,6 +28,8 @@ model.backbone.dyhead.zero_init_offset = False  # "to follow official implementa
 model.backbone.dyhead.init_style = "mmdet"
 # Head: 1x1 predictors and anchor offset 0.5, as the authors (the common model's values).
 model.test_topk_by = "prob"
+# MMDetection clips decoded boxes to the image and drops empty ones before NMS.
+model.test_clip_before_nms = True
 
 dataloader.train.total_batch_size = 16  # 4 GPUs x 4 images
 

@@ -36,6 +36,8 @@ model.backbone.dyhead.dcn_bias = False
 model.backbone.dyhead.zero_init_offset = False  # MMDetection follows the authors here
 model.backbone.dyhead.init_style = "mmdet"
 model.test_topk_by = "prob"
+# MMDetection clips decoded boxes to the image and drops empty ones before NMS.
+model.test_clip_before_nms = True
 model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"
