@@ -11,11 +11,13 @@ from . import needs_detectron2  # noqa: E402
 needs_detectron2()
 
 from detectron2.config import instantiate  # noqa: E402
+from detectron2.data.transforms import ResizeShortestEdge  # noqa: E402
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
 from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E402
 
 from dyhead_d2 import DyHeadBlock  # noqa: E402
+from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2  # noqa: E402
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 from dyhead_d2.modeling import ATSS, LastLevelP6P7NoReLU  # noqa: E402
 
@@ -229,9 +231,13 @@ def test_config_states_published_settings(name):
     assert cfg.dataloader.train.dataset.names == "coco_2017_train"
     assert cfg.dataloader.test.dataset.names == "coco_2017_val"
     resize, flip = cfg.dataloader.train.mapper.augmentations
+    (test_resize,) = cfg.dataloader.test.mapper.augmentations
+    # MMDetection's simple setting resizes with mmcv's default, OpenCV; every other with Pillow
+    # (Detectron2's ResizeShortestEdge; MMDetection's configs say backend='pillow').
+    resizer = ResizeShortestEdgeCV2 if want["port"] == "mmdet_simple" else ResizeShortestEdge
+    assert resize._target_ is resizer and test_resize._target_ is resizer
     assert tuple(resize.short_edge_length) == want["train_sizes"]
     assert resize.max_size == want["max_size"] and flip.horizontal
-    (test_resize,) = cfg.dataloader.test.mapper.augmentations
     assert test_resize.short_edge_length == want["test_size"]
     assert test_resize.max_size == want["max_size"]
     mean, std, fmt = want["pixel"]

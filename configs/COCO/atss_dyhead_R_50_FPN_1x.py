@@ -1,8 +1,10 @@
 # ATSS + DyHead, R-50 (torchvision weights, pytorch style), 1x: MMDetection's "simple" setting,
 # 43.3 box AP on COCO val2017 (configs/dyhead/atss_r50_fpn_dyhead_1x_coco.py there).
+import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
+from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2
 from dyhead_d2.layers import FrozenStatsBatchNorm2d
 from dyhead_d2.modeling import LastLevelP6P7NoReLU
 
@@ -44,6 +46,15 @@ model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"
 
 dataloader.train.mapper.image_format = "RGB"
+# This setting names no resize backend, so mmcv's default applies: OpenCV's bilinear (Detectron2
+# resizes with Pillow, which antialiases when it shrinks). Same sizes: 800 / 1333.
+dataloader.train.mapper.augmentations = [
+    L(ResizeShortestEdgeCV2)(short_edge_length=(800,), max_size=1333, sample_style="choice"),
+    L(T.RandomFlip)(horizontal=True),
+]
+dataloader.test.mapper.augmentations = [
+    L(ResizeShortestEdgeCV2)(short_edge_length=800, max_size=1333)
+]
 dataloader.train.total_batch_size = 16  # 4 GPUs x 4 images
 
 # 12 epochs of the 117,266 training images with annotations at 16 per batch (7,330 iterations
