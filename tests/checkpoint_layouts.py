@@ -69,15 +69,24 @@ def authors_tower_and_head(
 
 
 def mmdet_tower_and_head(
-    r: Randn, channels: int, blocks: int, num_classes: int, num_levels: int, pred_kernel: int
+    r: Randn,
+    channels: int,
+    blocks: int,
+    num_classes: int,
+    num_levels: int,
+    pred_kernel: int,
+    dcn_bias: bool = False,
 ) -> dict[str, Tensor]:
     """MMDetection's DyHead neck and ATSS head (necks/dyhead.py, layers/se_layer.py DyReLU,
-    dense_heads/atss_head.py with stacked_convs=0)."""
+    dense_heads/atss_head.py with stacked_convs=0). ``dcn_bias``: the DCNs carry a bias, as
+    mmcv's default ``bias=True`` of the pull-request branch that trained the first files."""
     c, k, sd = channels, pred_kernel, {}
     for i in range(blocks):
         n = f"neck.1.dyhead_blocks.{i}."
         for b in ("high", "mid", "low"):
-            sd[n + f"spatial_conv_{b}.conv.weight"] = r.w(c, c, 3, 3)  # no bias: GN follows
+            sd[n + f"spatial_conv_{b}.conv.weight"] = r.w(c, c, 3, 3)  # mmdet >= 2.22: no bias
+            if dcn_bias:
+                sd[n + f"spatial_conv_{b}.conv.bias"] = r(c)
             sd[n + f"spatial_conv_{b}.norm.weight"] = 1 + r(c)
             sd[n + f"spatial_conv_{b}.norm.bias"] = r(c)
         sd[n + "spatial_conv_offset.weight"] = r.w(27, c, 3, 3, gain=2.0)
@@ -132,6 +141,8 @@ def set_by_hand_mmdet(model, sd: dict[str, Tensor]) -> None:
         for b in ("high", "mid", "low"):
             branch = getattr(block, f"conv_{b}")
             branch.conv.weight.copy_(sd[n + f"spatial_conv_{b}.conv.weight"])
+            if n + f"spatial_conv_{b}.conv.bias" in sd:
+                branch.conv.bias.copy_(sd[n + f"spatial_conv_{b}.conv.bias"])
             branch.norm.weight.copy_(sd[n + f"spatial_conv_{b}.norm.weight"])
             branch.norm.bias.copy_(sd[n + f"spatial_conv_{b}.norm.bias"])
         block.offset_conv.weight.copy_(sd[n + "spatial_conv_offset.weight"])

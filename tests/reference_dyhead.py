@@ -98,7 +98,7 @@ def conv3x3(x, weight, bias):
 
 def read_offset(t, h, w, mode, is_mask=False):
     """(C, H, W) -> (C, h, w) by explicit indexing, one value at a time."""
-    if mode == "mmcv":
+    if mode == "mmdet_main_slice":
         # mmcv's kernel walks the raw memory of the offset slice; the mask is a real top-left copy.
         mode = "topleft" if is_mask else "official"
     c, big_h, big_w = t.shape

@@ -244,11 +244,16 @@ def mmdet_layout():
     return mmdet_tower_and_head(Randn(0), C, BLOCKS, K, 3, pred_kernel=3)
 
 
+def mmdet_layout_with_dcn_bias():
+    return mmdet_tower_and_head(Randn(0), C, BLOCKS, K, 3, pred_kernel=3, dcn_bias=True)
+
+
 @pytest.mark.parametrize(
     "source, make, set_by_hand, dcn_bias, pred_kernel",
     [
         ("authors", authors_layout, set_by_hand_authors, True, 1),
         ("mmdet", mmdet_layout, set_by_hand_mmdet, False, 3),
+        ("mmdet", mmdet_layout_with_dcn_bias, set_by_hand_mmdet, True, 3),
     ],
 )
 def test_tower_and_head_convert_like_setting_them_by_hand(
@@ -272,6 +277,29 @@ def test_tower_and_head_convert_like_setting_them_by_hand(
             assert torch.equal(x, y)
     # The checkpoint's values are what the model runs on (not its initialisation).
     assert not torch.allclose(got[0][0], fresh[0])
+
+
+def test_mmdet_dcn_bias_layouts_must_match_the_model():
+    # Both layouts convert onto the matching model (above); onto the other one they are refused
+    # in one line naming the override, never by dropping the biases or leaving them at init.
+    with_bias = mmdet_layout_with_dcn_bias()
+    assert sum(".conv.bias" in k and "spatial_conv" in k for k in with_bias) == 3 * BLOCKS
+    with pytest.raises(CheckpointConversionError) as err:
+        convert_checkpoint(with_bias, TowerAndHead(False, 3), source="mmdet")
+    assert err.value.problems == [
+        "the file's DyHead deformable convolutions have biases "
+        "(neck.1.dyhead_blocks.*.spatial_conv_*.conv.bias) and the model's have none: "
+        "build the model with model.backbone.dyhead.dcn_bias=True"
+    ]
+    with pytest.raises(CheckpointConversionError, match=r"dcn_bias=False"):
+        convert_checkpoint(mmdet_layout(), TowerAndHead(True, 3), source="mmdet")
+    conversion = convert_checkpoint(with_bias, TowerAndHead(True, 3), source="mmdet")
+    for k in ("high", "mid", "low"):
+        key = f"backbone.dyhead.blocks.1.conv_{k}.conv.bias"
+        assert torch.equal(
+            conversion.state_dict[key],
+            with_bias[f"neck.1.dyhead_blocks.1.spatial_conv_{k}.conv.bias"],
+        )
 
 
 def test_tower_and_head_with_a_missing_and_an_unknown_key():

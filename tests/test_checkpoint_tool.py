@@ -153,3 +153,23 @@ def keys(*names):
 def test_default_config_per_released_checkpoint(tool, source, state_dict, config):
     assert tool.default_config(source, state_dict) == f"configs/COCO/{config}"
     assert (ROOT / "configs" / "COCO" / config).is_file()
+
+
+def test_mmdet_file_with_dcn_biases_builds_the_model_with_them(tool):
+    sd = {
+        "bbox_head.atss_cls.weight": torch.zeros(80, 256, 1, 1),
+        "neck.1.dyhead_blocks.0.spatial_conv_mid.conv.weight": torch.zeros(256, 256, 3, 3),
+    }
+    assert tool.dcn_bias_overrides("mmdet", sd, ["a=1"]) == ["a=1"]
+    sd["neck.1.dyhead_blocks.0.spatial_conv_mid.conv.bias"] = torch.zeros(256)
+    opts = tool.dcn_bias_overrides("mmdet", sd, ["a=1"])
+    assert opts == ["a=1", "model.backbone.dyhead.dcn_bias=True"]
+    # The override builds the MMDetection config's DCNs with a bias, whose keys the file fills.
+    model = tool.build_model(
+        str(ROOT / "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x_mmdet.py"), opts[1:]
+    )
+    assert model.backbone.dyhead.blocks[5].conv_high.conv.bias.shape == (256,)
+    # A user's explicit choice is kept.
+    explicit = ["model.backbone.dyhead.dcn_bias=False"]
+    assert tool.dcn_bias_overrides("mmdet", sd, explicit) == explicit
+    assert tool.dcn_bias_overrides("authors", sd, []) == []

@@ -11,10 +11,13 @@ from . import needs_detectron2  # noqa: E402
 needs_detectron2()
 
 from detectron2.config import instantiate  # noqa: E402
+from detectron2.data.transforms import ResizeShortestEdge  # noqa: E402
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
 from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E402
 
+from dyhead_d2 import DyHeadBlock  # noqa: E402
+from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2  # noqa: E402
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 from dyhead_d2.modeling import ATSS, LastLevelP6P7NoReLU  # noqa: E402
 
@@ -28,6 +31,7 @@ RGB_IMAGENET = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], "RGB")
 PUBLISHED = {
     "COCO/atss_dyhead_R_50_caffe_FPN_1x.py": dict(
         meta=ATSS,
+        trainable=38_849_090,  # the authors' FREEZE_AT = -1: every parameter trains
         ap=42.4,
         weights=R50_MSRA,
         pixel=BGR_CAFFE,
@@ -138,6 +142,7 @@ PUBLISHED = {
     ),
     "COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py": dict(
         meta=RetinaNet,
+        trainable=45_290_460,  # the authors' FREEZE_AT = -1: every parameter trains
         ap=39.9,
         weights=R50_MSRA,
         pixel=BGR_CAFFE,
@@ -157,6 +162,7 @@ PUBLISHED = {
     ),
     "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py": dict(
         meta=GeneralizedRCNN,
+        trainable=53_203_592,  # the authors' FREEZE_AT = -1: every parameter trains
         ap=40.3,
         weights=R50_MSRA,
         pixel=BGR_CAFFE,
@@ -180,11 +186,14 @@ PORTS = {
     "authors": dict(
         offset_mode="official", dcn_bias=True, zero_init_offset=False, init_style="authors"
     ),
+    # MMDetection's released models read the high-branch offset and mask as the authors' kernel
+    # does (mmcv's kernel reads the full-size maps by raw pointer): "official", not the
+    # unreleased post-3.3.0 slice ("mmdet_main_slice").
     "mmdet_simple": dict(
-        offset_mode="mmcv", dcn_bias=False, zero_init_offset=True, init_style="mmdet"
+        offset_mode="official", dcn_bias=False, zero_init_offset=True, init_style="mmdet"
     ),
     "mmdet_repro": dict(
-        offset_mode="mmcv", dcn_bias=False, zero_init_offset=False, init_style="mmdet"
+        offset_mode="official", dcn_bias=False, zero_init_offset=False, init_style="mmdet"
     ),
 }
 
@@ -233,9 +242,13 @@ def test_config_states_published_settings(name):
     assert cfg.dataloader.train.dataset.names == "coco_2017_train"
     assert cfg.dataloader.test.dataset.names == "coco_2017_val"
     resize, flip = cfg.dataloader.train.mapper.augmentations
+    (test_resize,) = cfg.dataloader.test.mapper.augmentations
+    # MMDetection's simple setting resizes with mmcv's default, OpenCV; every other with Pillow
+    # (Detectron2's ResizeShortestEdge; MMDetection's configs say backend='pillow').
+    resizer = ResizeShortestEdgeCV2 if want["port"] == "mmdet_simple" else ResizeShortestEdge
+    assert resize._target_ is resizer and test_resize._target_ is resizer
     assert tuple(resize.short_edge_length) == want["train_sizes"]
     assert resize.max_size == want["max_size"] and flip.horizontal
-    (test_resize,) = cfg.dataloader.test.mapper.augmentations
     assert test_resize.short_edge_length == want["test_size"]
     assert test_resize.max_size == want["max_size"]
     mean, std, fmt = want["pixel"]
@@ -261,6 +274,8 @@ def test_config_states_published_settings(name):
         assert m.test_score_thresh == 0.05 and m.test_topk_candidates == 1000
         assert m.test_topk_by == want["topk_by"] and m.test_nms_thresh == 0.6
         assert m.max_detections_per_image == 100 and m.num_classes == 80
+        # MMDetection clips boxes to the image (and drops empty ones) before NMS, the authors after.
+        assert m.test_clip_before_nms is want["port"].startswith("mmdet")
 
 
 def _instantiate_and_run(name):
@@ -277,6 +292,22 @@ def _instantiate_and_run(name):
     assert (block.conv_mid.conv.bias is not None) == PORTS[want["port"]]["dcn_bias"]
     zero_offset = bool((block.offset_conv.weight == 0).all())
     assert zero_offset == PORTS[want["port"]]["zero_init_offset"]
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    if want["port"] == "authors":
+        # The authors freeze nothing (add_extra_config: MODEL.BACKBONE.FREEZE_AT = -1).
+        assert all(p.requires_grad for p in params)
+    else:
+        # MMDetection's R-50 configs freeze the stem and res2 (frozen_stages=1); Swin-L nothing.
+        stem_res2 = [
+            p
+            for n, p in model.backbone.fpn.bottom_up.named_parameters()
+            if n.startswith(("stem.", "res2."))
+        ]
+        assert all(not p.requires_grad for p in stem_res2)
+        assert trainable == sum(p.numel() for p in params) - sum(p.numel() for p in stem_res2)
+    if "trainable" in want:
+        assert trainable == want["trainable"]
     if want["weights"] == R50_MSRA:
         # MSRA caffe weights: every BatchNorm of the ResNet frozen, statistics and affine.
         norms = [m for m in model.backbone.fpn.bottom_up.modules() if "Norm" in type(m).__name__]
@@ -298,6 +329,73 @@ def test_config_model_instantiates_and_runs(name):
 @pytest.mark.slow
 def test_swin_large_config_instantiates_and_runs():
     _instantiate_and_run("COCO/atss_dyhead_swin_L_FPN_2x_ms.py")
+
+
+def test_swin_t_config_decays_biases_as_the_authors_builder():
+    # The authors' builder: weight decay WEIGHT_DECAY_BIAS (1e-4 in the Detectron2 of 2021) for
+    # every parameter whose name contains "bias", WEIGHT_DECAY (0.05) for the rest; lr unchanged.
+    cfg = load_config(str(CONFIGS / "COCO/atss_dyhead_swin_T_FPN_2x_ms.py"))
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    lrs = {g["lr"] for g in optimizer.param_groups}
+    assert lrs == {1e-4}
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(decay) == len(names) == len(list(model.parameters()))
+    kinds = set()
+    for name, p in model.named_parameters():
+        want = 1e-4 if "bias" in name else 0.05
+        assert decay[id(p)] == want, name
+        kinds.add(name.rsplit(".", 1)[-1])
+    # Every kind of parameter the rule must reach is there.
+    assert {"bias", "relative_position_bias_table", "weight", "scale"} <= kinds
+    assert any(
+        "norm" in n and n.endswith("weight") and decay[id(p)] == 0.05
+        for n, p in model.named_parameters()
+    )
+
+
+MMDET_CONFIGS = [n for n, want in sorted(PUBLISHED.items()) if want["port"].startswith("mmdet")]
+
+
+@pytest.mark.parametrize("name", MMDET_CONFIGS)
+def test_mmdet_config_high_branch_reads_each_images_first_values(name):
+    # MMDetection's released models: per image, the high branch's deformable conv reads the first
+    # 18*h*w offset values and the first 9*h*w (sigmoid) mask values of level l's full-size maps,
+    # as mmcv's kernel indexes offset[b] / mask[b] by raw pointer at the output size.
+    args = load_config(str(CONFIGS / name)).model.backbone.dyhead
+    assert args.offset_mode == "official"
+    torch.manual_seed(0)
+    block = DyHeadBlock(
+        16,
+        16,
+        offset_mode=args.offset_mode,
+        dcn_bias=args.dcn_bias,
+        zero_init_offset=False,  # a zero offset conv would make every reading equal
+        init_style=args.init_style,
+        deform_impl="torchvision",  # the per-level path, whose conv_high call we record
+    )
+    with torch.no_grad():
+        block.offset_conv.weight.normal_(0.0, 0.5)
+    seen = []
+    conv_high_forward = block.conv_high.forward
+    block.conv_high.forward = lambda x, offset, mask: (
+        seen.append((offset, mask)) or (conv_high_forward(x, offset, mask))
+    )
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(2, 16, h, w, generator=g) for h, w in ((9, 13), (5, 7))]
+    with torch.no_grad():
+        block(feats)
+        full = block.offset_conv(feats[0])  # level 0's (N, 27, 9, 13) offset-and-mask map
+    (offset, mask), h, w = seen[0], 5, 7
+    for b in range(2):
+        want_offset = full[b, :18].reshape(-1)[: 18 * h * w].view(18, h, w)
+        want_mask = full[b, 18:].sigmoid().reshape(-1)[: 9 * h * w].view(9, h, w)
+        torch.testing.assert_close(offset[b], want_offset, rtol=0, atol=0)
+        torch.testing.assert_close(mask[b], want_mask, rtol=0, atol=0)
+        # ... which is not the top-left corner (the unreleased post-3.3.0 slice's mask).
+        assert not torch.allclose(mask[b], full[b, 18:, :h, :w].sigmoid())
 
 
 def test_common_model_leaves_port_choices_unset():

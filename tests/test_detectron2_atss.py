@@ -235,6 +235,35 @@ def test_inference_matches_written_out_decoding(topk_by):
     assert torch.equal(got.pred_classes, classes)
 
 
+@pytest.mark.parametrize("clip", [False, True])
+def test_clip_before_nms(clip):
+    # Zero deltas decode to the anchors themselves, so the boxes below are what enters NMS.
+    # Image 50 high, 60 wide. A sticks out on the right; B is A's inside part (IoU 1/3 with A,
+    # 1 once A is clipped); C lies entirely right of the image (zero width once clipped); D sticks
+    # out at the top left.
+    model = build_tiny_atss()
+    model.test_clip_before_nms = clip
+    boxes = torch.tensor(
+        [[40.0, 10, 100, 40], [40, 10, 60, 40], [70, 5, 90, 20], [-10, -5, 20, 30]]
+    )
+    probs = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    logits = torch.full((4, 3), -30.0)
+    logits[:, 0] = torch.log(probs / (1 - probs))
+    ctr = torch.full((4, 1), 30.0)  # centerness 1
+    got = model.inference_single_image(
+        [Boxes(boxes)], [logits], [torch.zeros(4, 4)], [ctr], (50, 60)
+    )
+    if clip:  # MMDetection: B suppressed by the clipped A, C dropped as empty
+        want_boxes = [[40.0, 10, 60, 40], [0, 0, 20, 30]]
+        want_scores = [0.9, 0.6]
+    else:  # the authors: all four survive NMS unclipped
+        want_boxes = boxes.tolist()
+        want_scores = probs.tolist()
+    torch.testing.assert_close(got.pred_boxes.tensor, torch.tensor(want_boxes))
+    torch.testing.assert_close(got.scores, torch.tensor(want_scores))
+    assert got.pred_classes.tolist() == [0] * len(want_scores)
+
+
 def test_topk_by_validated():
     from detectron2.config import instantiate
 

@@ -85,12 +85,14 @@ def test_official_reading_is_the_kernels_memory_walk():
         for is_mask in (False, True):
             got = read_high_branch_offset(t, (3, 2), mode, is_mask=is_mask)
             assert torch.equal(got[1], read_offset(t[1], 3, 2, mode, is_mask))
-    # MMDetection run by mmcv: offsets as the authors' kernel reads them, masks top-left.
+    # MMDetection's unreleased main branch run by mmcv: offsets as the authors' kernel reads
+    # them, masks top-left.
     assert torch.equal(
-        read_high_branch_offset(t, (3, 2), "mmcv"), read_high_branch_offset(t, (3, 2), "official")
+        read_high_branch_offset(t, (3, 2), "mmdet_main_slice"),
+        read_high_branch_offset(t, (3, 2), "official"),
     )
     assert torch.equal(
-        read_high_branch_offset(t, (3, 2), "mmcv", is_mask=True),
+        read_high_branch_offset(t, (3, 2), "mmdet_main_slice", is_mask=True),
         read_high_branch_offset(t, (3, 2), "topleft"),
     )
     assert torch.equal(read_high_branch_offset(t, (3, 2), "topleft")[0, 1], t[0, 1, :3, :2])
@@ -317,3 +319,19 @@ def test_full_width_block_matches_literal_reference(offset_mode):
     for level, (o, r) in enumerate(zip(out, ref)):
         diff = (o.double() - r).abs().max().item()
         assert diff <= 1e-5, f"level {level}: max abs diff {diff}"
+
+
+def test_official_reading_by_hand():
+    # Two images of a (2, 3, 4) map numbered 0..23 and 24..47, read at the coarser size 2x2:
+    # image 1's first 2*2*2 values are 24..31, whatever (H, W) they came from; offsets and masks
+    # alike. "topleft" and the post-3.3.0 MMDetection mask slice take rows 0-1, columns 0-1.
+    t = torch.arange(48, dtype=torch.float32).view(2, 2, 3, 4)
+    raw = torch.tensor([[[24.0, 25], [26, 27]], [[28, 29], [30, 31]]])
+    corner = torch.tensor([[[24.0, 25], [28, 29]], [[36, 37], [40, 41]]])
+    for is_mask in (False, True):
+        assert torch.equal(read_high_branch_offset(t, (2, 2), "official", is_mask=is_mask)[1], raw)
+        got = read_high_branch_offset(t, (2, 2), "topleft", is_mask=is_mask)[1]
+        assert torch.equal(got, corner)
+    assert torch.equal(read_high_branch_offset(t, (2, 2), "mmdet_main_slice")[1], raw)
+    got = read_high_branch_offset(t, (2, 2), "mmdet_main_slice", is_mask=True)[1]
+    assert torch.equal(got, corner)

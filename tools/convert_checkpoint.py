@@ -8,6 +8,8 @@
 The target model is built from ``--config-file`` (default: the config that reproduces the
 checkpoint, chosen from its keys) and every checkpoint entry must map onto it, with matching
 shapes, and fill all of it; otherwise the tool prints every problem and exits with status 1.
+An MMDetection file whose DyHead deformable convolutions carry biases is converted onto the config
+built with ``model.backbone.dyhead.dcn_bias=True`` (the tool adds that override and says so).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dyhead_d2.checkpoint import (  # noqa: E402
     detect_format,
     unwrap_state_dict,
 )
+from dyhead_d2.checkpoint.mmdet import DCN_BIAS_OVERRIDE, has_dcn_bias  # noqa: E402
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 
 # The config that reproduces each released checkpoint, told apart by its keys.
@@ -68,6 +71,16 @@ def default_config(source: str, state_dict: dict) -> str:
     if cls is not None and tuple(cls.shape[-2:]) == (3, 3):
         return CONFIGS["mmdet_simple"]
     return CONFIGS["mmdet_repro"]
+
+
+def dcn_bias_overrides(source: str, state_dict: dict, opts: list[str]) -> list[str]:
+    """``opts`` plus the override that gives DyHead's DCNs a bias when an MMDetection file has
+    them (the files of MMDetection's DyHead pull-request branch may), unless ``opts`` sets it."""
+    if source != "mmdet" or not has_dcn_bias(state_dict):
+        return list(opts)
+    if any(o.split("=", 1)[0] == "model.backbone.dyhead.dcn_bias" for o in opts):
+        return list(opts)
+    return [*opts, DCN_BIAS_OVERRIDE]
 
 
 def build_model(config_file: str, overrides: list[str]):
@@ -129,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     config_file = args.config_file or str(ROOT / default_config(source, state_dict))
+    opts = dcn_bias_overrides(source, state_dict, args.opts)
+    if opts != args.opts:
+        print(f"the file's DyHead DCNs have biases: building the model with {DCN_BIAS_OVERRIDE}")
     try:
-        model = build_model(config_file, args.opts)
+        model = build_model(config_file, opts)
     except ConfigError as e:
         print(f"convert_checkpoint.py: error: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 # ATSS + DyHead, R-50 (torchvision weights, pytorch style), 1x: MMDetection's "simple" setting,
 # 43.3 box AP on COCO val2017 (configs/dyhead/atss_r50_fpn_dyhead_1x_coco.py there).
+import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
+from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2
 from dyhead_d2.layers import FrozenStatsBatchNorm2d
 from dyhead_d2.modeling import LastLevelP6P7NoReLU
 
@@ -27,20 +29,32 @@ model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
 model.backbone.size_divisibility = 32  # no padding to 128 in this setting
-# MMDetection slices the top-left corner, but mmcv's kernel reads the offset slice's raw memory:
-# "mmcv" is what its released weights were trained and evaluated with (see offset_modes.py).
-model.backbone.dyhead.offset_mode = "mmcv"
+# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
+# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
+# MMDetection's released weights were trained (see offset_modes.py).
+model.backbone.dyhead.offset_mode = "official"
 model.backbone.dyhead.dcn_bias = False
 model.backbone.dyhead.zero_init_offset = True
 model.backbone.dyhead.init_style = "mmdet"
 model.head.pred_kernel_size = 3
 model.anchor_generator.offset = 0.0
 model.test_topk_by = "prob"
+# MMDetection clips decoded boxes to the image and drops empty ones before NMS.
+model.test_clip_before_nms = True
 model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"
 
 dataloader.train.mapper.image_format = "RGB"
+# This setting names no resize backend, so mmcv's default applies: OpenCV's bilinear (Detectron2
+# resizes with Pillow, which antialiases when it shrinks). Same sizes: 800 / 1333.
+dataloader.train.mapper.augmentations = [
+    L(ResizeShortestEdgeCV2)(short_edge_length=(800,), max_size=1333, sample_style="choice"),
+    L(T.RandomFlip)(horizontal=True),
+]
+dataloader.test.mapper.augmentations = [
+    L(ResizeShortestEdgeCV2)(short_edge_length=800, max_size=1333)
+]
 dataloader.train.total_batch_size = 16  # 4 GPUs x 4 images
 
 # 12 epochs of the 117,266 training images with annotations at 16 per batch (7,330 iterations

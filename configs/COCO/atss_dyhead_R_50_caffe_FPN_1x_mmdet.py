@@ -12,20 +12,24 @@ from ..common.optim import SGD as optimizer
 from ..common.train import train
 
 # The common backbone is already MMDetection's here: caffe-style ResNet whose BN is frozen
-# entirely (requires_grad=False, norm_eval=True: Detectron2's FrozenBN), stem + res2 frozen
-# (frozen_stages=1), images padded to 128.
+# entirely (requires_grad=False, norm_eval=True: Detectron2's FrozenBN), images padded to 128;
+# but MMDetection freezes stem + res2 (frozen_stages=1), the authors nothing.
+model.backbone.fpn.bottom_up.freeze_at = 2
 # MMDetection's FPN adds P6/P7 on the P5 output with no ReLU before P7.
 model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
-# MMDetection slices the top-left corner, but mmcv's kernel reads the offset slice's raw memory:
-# "mmcv" is what its released weights were trained and evaluated with (see offset_modes.py).
-model.backbone.dyhead.offset_mode = "mmcv"
+# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
+# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
+# MMDetection's released weights were trained (see offset_modes.py).
+model.backbone.dyhead.offset_mode = "official"
 model.backbone.dyhead.dcn_bias = False
 model.backbone.dyhead.zero_init_offset = False  # "to follow official implementation"
 model.backbone.dyhead.init_style = "mmdet"
 # Head: 1x1 predictors and anchor offset 0.5, as the authors (the common model's values).
 model.test_topk_by = "prob"
+# MMDetection clips decoded boxes to the image and drops empty ones before NMS.
+model.test_clip_before_nms = True
 
 dataloader.train.total_batch_size = 16  # 4 GPUs x 4 images
 

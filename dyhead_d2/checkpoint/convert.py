@@ -11,7 +11,7 @@ from .authors import authors_key_map
 from .backbones import find_prefix, swin_key_map, torchvision_key_map
 from .formats import SOURCES, detect_format, unwrap_state_dict
 from .mapping import Conversion, apply_key_map
-from .mmdet import mmdet_key_map
+from .mmdet import check_dcn_bias, mmdet_key_map
 
 __all__ = ["convert_checkpoint"]
 
@@ -36,6 +36,8 @@ def convert_checkpoint(
     every entry of the model's backbone (Swin's per-output norms excepted, which ImageNet training
     does not have), the rest being left to the model's initialisation. In both cases every
     checkpoint entry must be used or dropped for a stated reason and every shape must match.
+    An MMDetection file whose DyHead DCNs have biases needs a model built with ``dcn_bias=True``
+    (config override ``model.backbone.dyhead.dcn_bias=True``); the error says so.
 
     Returns:
         A :class:`~dyhead_d2.checkpoint.mapping.Conversion`; its ``state_dict`` loads with
@@ -58,6 +60,7 @@ def convert_checkpoint(
     if source == "authors":
         return apply_key_map(state_dict, model_state, authors_key_map, source=source)
     if source == "mmdet":
+        check_dcn_bias(state_dict, model_state)
         return apply_key_map(state_dict, model_state, mmdet_key_map(model_state), source=source)
     if source == "torchvision":
         prefix = find_prefix(model_state, "stem.conv1.weight", "ResNet")

@@ -31,9 +31,18 @@ from collections.abc import Iterable
 from torch import Tensor
 
 from .backbones import resnet_key
-from .mapping import KeyMap, conv1x1_to_linear, scalar_to_vector
+from .mapping import CheckpointConversionError, KeyMap, conv1x1_to_linear, scalar_to_vector
 
-__all__ = ["mmdet_key_map", "unfold_to_swin_order"]
+__all__ = [
+    "DCN_BIAS_OVERRIDE",
+    "check_dcn_bias",
+    "has_dcn_bias",
+    "mmdet_key_map",
+    "unfold_to_swin_order",
+]
+
+# The config override that builds DyHead's deformable convolutions with a bias.
+DCN_BIAS_OVERRIDE = "model.backbone.dyhead.dcn_bias=True"
 
 _BLOCK = r"neck\.1\.dyhead_blocks\.(?P<i>\d+)\."
 _DYHEAD_RULES: list[tuple[re.Pattern[str], str]] = [
@@ -53,6 +62,8 @@ _DYHEAD_RULES: list[tuple[re.Pattern[str], str]] = [
         "blocks.{i}.task_attn.fc{n}.{p}",
     ),
 ]
+_DCN_BIAS = re.compile(_BLOCK + r"spatial_conv_(high|mid|low)\.conv\.bias")
+_MODEL_DCN_BIAS = re.compile(r"backbone\.dyhead\.blocks\.\d+\.conv_(high|mid|low)\.conv\.bias")
 _HEAD = re.compile(r"bbox_head\.atss_(?P<m>cls|reg|centerness)\.(?P<p>weight|bias)")
 _HEAD_NAMES = {"cls": "cls_logits", "reg": "bbox_pred", "centerness": "centerness"}
 _SCALE = re.compile(r"bbox_head\.scales\.(?P<l>\d+)\.scale")
@@ -114,6 +125,44 @@ def _swin_key(key: str) -> KeyMap | None:
         if m:
             return KeyMap(template.format(**m.groupdict()))
     return None
+
+
+def has_dcn_bias(state_dict: Iterable[str]) -> bool:
+    """Whether an MMDetection DyHead state dict has biases on its deformable convolutions.
+
+    mmdet >= 2.22 builds them without (``bias = not with_norm``); the pull-request branch that
+    trained the first released files used mmcv's default ``bias=True``, so either layout may come.
+    """
+    return any(_DCN_BIAS.fullmatch(k) for k in state_dict)
+
+
+def check_dcn_bias(state_dict: Iterable[str], model_keys: Iterable[str]) -> None:
+    """Refuse, in one line that says how to fix it, a file whose DCN biases the model lacks (or
+    the reverse), rather than a list of per-key problems.
+
+    Raises:
+        CheckpointConversionError
+    """
+    in_file = has_dcn_bias(state_dict)
+    in_model = any(_MODEL_DCN_BIAS.fullmatch(k) for k in model_keys)
+    if in_file and not in_model:
+        raise CheckpointConversionError(
+            "mmdet",
+            [
+                "the file's DyHead deformable convolutions have biases "
+                "(neck.1.dyhead_blocks.*.spatial_conv_*.conv.bias) and the model's have none: "
+                f"build the model with {DCN_BIAS_OVERRIDE}"
+            ],
+        )
+    if in_model and not in_file:
+        raise CheckpointConversionError(
+            "mmdet",
+            [
+                "the model's DyHead deformable convolutions have biases and the file's have none "
+                "(no neck.1.dyhead_blocks.*.spatial_conv_*.conv.bias): build the model with "
+                "model.backbone.dyhead.dcn_bias=False"
+            ],
+        )
 
 
 def mmdet_key_map(model_keys: Iterable[str]):

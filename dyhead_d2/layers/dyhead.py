@@ -125,8 +125,9 @@ class DyHeadBlock(nn.Module):
 
     Args:
         in_channels, out_channels: channels of the input and output levels.
-        offset_mode: how the high branch reads the finer level's offset; see
-            :mod:`dyhead_d2.layers.offset_modes` ("official", "topleft", "mmcv", "aligned").
+        offset_mode: how the high branch reads the finer level's offset and mask; see
+            :mod:`dyhead_d2.layers.offset_modes` ("official", "topleft", "aligned",
+            "mmdet_main_slice").
         dcn_bias: whether the deformable convolutions have a bias (authors: True,
             MMDetection: False).
         zero_init_offset: initialise the offset/mask convolution to zero (MMDetection's simple

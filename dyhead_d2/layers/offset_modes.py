@@ -5,22 +5,28 @@ The high branch convolves ``x[l + 1]`` (size ``h x w``) with the offset/mask pre
 part of the ``H x W`` map to use. Released weights were trained with their port's choice, hence
 all are kept:
 
-* ``"official"``: the authors' CUDA kernel does not check shapes. Per image it reads the first
-  ``C * h * w`` values of the flattened ``(C, H, W)`` map as a ``(C, h, w)`` map, so the rows it
-  uses are a scrambled mix of the top rows (DynamicHead issue 25).
-* ``"topleft"``: MMDetection slices the top-left corner, ``[..., :h, :w]``.
+* ``"official"``: per image, the first ``C * h * w`` values of the flattened ``(C, H, W)`` map
+  are read as a ``(C, h, w)`` map, for the offset and for the mask alike, so the rows used are a
+  scrambled mix of the top rows (DynamicHead issue 25). The authors' CUDA kernel does this because
+  it never checks shapes; so does mmcv's kernel (CPU and CUDA; checked from v1.4.2 to its main),
+  which indexes ``offset[b]`` / ``mask[b]`` by raw pointer at the output size. Every released
+  MMDetection (2.22.0 to 3.3.0) passes the **full-size** offset and mask to the high branch, so
+  this is also how MMDetection's released weights were trained and evaluated: the reading of the
+  authors' and of MMDetection's configs.
+* ``"topleft"``: the top-left corner ``[..., :h, :w]`` of both maps, what a shape-checking
+  kernel given a ``[:h, :w]`` slice would read.
 * ``"aligned"``: output location ``(i, j)`` of the high branch uses the prediction at
   ``(2i, 2j)`` of the finer level, i.e. ``[..., ::2, ::2]``. That is the location a stride-2 3x3
   convolution with padding 1 (how FPN builds ``x[l + 1]`` from ``x[l]``) centres on, so each
   high-level pixel gets the offset predicted where it actually lies. The values are used
   unscaled, as in the other modes.
-* ``"mmcv"``: what MMDetection's code computes when mmcv's kernels run it, which is how its
-  released weights were trained. MMDetection passes the top-left slices, but the offset slice is
-  not contiguous and mmcv's kernel reads its raw memory, so the offsets are read as in
-  ``"official"``; the mask slice goes through ``sigmoid`` first, which makes it a contiguous
-  copy, so the masks really are the top-left corner. (mmcv's backward credits the offset
-  gradients to the top-left positions it did not read; this mode's gradients are those of its
-  forward.)
+* ``"mmdet_main_slice"``: MMDetection's unreleased main branch after 3.3.0 (PR 11150, issue
+  11146), with which no released weights were trained. It slices ``[:, :18, :h, :w]`` and
+  ``[:, 18:, :h, :w]`` before the sigmoid; mmcv's kernel reads the non-contiguous offset slice's
+  raw memory, so the offsets are read as in ``"official"``, while the sigmoid makes the mask slice
+  a contiguous copy, so the masks really are the top-left corner. (mmcv's backward credits the
+  offset gradients to the top-left positions it did not read; this mode's gradients are those of
+  its forward.)
 """
 
 from __future__ import annotations
@@ -29,14 +35,14 @@ from torch import Tensor
 
 __all__ = ["OFFSET_MODES", "check_offset_mode", "read_high_branch_offset"]
 
-OFFSET_MODES = ("official", "topleft", "aligned", "mmcv")
+OFFSET_MODES = ("official", "topleft", "aligned", "mmdet_main_slice")
 
 # How each mode reads (offsets, masks).
 _READINGS = {
     "official": ("official", "official"),
     "topleft": ("topleft", "topleft"),
     "aligned": ("aligned", "aligned"),
-    "mmcv": ("official", "topleft"),
+    "mmdet_main_slice": ("official", "topleft"),
 }
 
 
@@ -44,8 +50,9 @@ def check_offset_mode(offset_mode: str) -> str:
     if offset_mode not in OFFSET_MODES:
         raise ValueError(
             f"Unknown offset_mode {offset_mode!r}; expected one of {', '.join(OFFSET_MODES)} "
-            "('official' = authors' CUDA kernel, 'topleft' = MMDetection's Python slice, "
-            "'mmcv' = MMDetection as mmcv's kernel runs it, 'aligned' = location-aligned)"
+            "('official' = the authors' and MMDetection's released models, 'topleft' = top-left "
+            "corner, 'mmdet_main_slice' = MMDetection's unreleased post-3.3.0 main branch, "
+            "'aligned' = location-aligned)"
         )
     return offset_mode
 
@@ -56,7 +63,7 @@ def read_high_branch_offset(
     """Read an ``(N, C, H, W)`` offset or mask map as ``(N, C, h, w)`` for the high branch.
 
     ``out_size`` is ``(h, w)``, the size of the coarser level, with ``h <= H`` and ``w <= W``.
-    ``is_mask`` says which of the two ``t`` is; only ``"mmcv"`` reads them differently.
+    ``is_mask`` says which of the two ``t`` is; only ``"mmdet_main_slice"`` reads them differently.
     """
     check_offset_mode(offset_mode)
     reading = _READINGS[offset_mode][1 if is_mask else 0]

@@ -59,6 +59,7 @@ class ATSS(DenseDetector):
         test_topk_candidates: int = 1000,
         test_topk_by: str = "score",
         test_nms_thresh: float = 0.6,
+        test_clip_before_nms: bool = False,
         max_detections_per_image: int = 100,
         pixel_mean: list[float],
         pixel_std: list[float],
@@ -78,6 +79,11 @@ class ATSS(DenseDetector):
             test_topk_by: rank those candidates by "score" (probability x centerness, the authors'
                 Detectron2 port) or by "prob" (class probability alone, MMDetection).
             test_nms_thresh: IoU threshold of the class-aware NMS.
+            test_clip_before_nms: clip the decoded boxes to the (resized, unpadded) image and drop
+                those left with zero width or height before NMS, as MMDetection's ATSS head does
+                (``max_shape`` in its box decoding, ``min_bbox_size=0``). False: boxes enter NMS
+                unclipped and are clipped only afterwards by Detectron2's postprocessing, as in
+                the authors' port.
             max_detections_per_image: detections kept per image after NMS.
             input_format: "BGR" or "RGB", for visualisation.
         """
@@ -102,6 +108,7 @@ class ATSS(DenseDetector):
         self.test_topk_candidates = test_topk_candidates
         self.test_topk_by = test_topk_by
         self.test_nms_thresh = test_nms_thresh
+        self.test_clip_before_nms = test_clip_before_nms
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
 
@@ -226,7 +233,8 @@ class ATSS(DenseDetector):
         centerness: list[Tensor],
         image_size: tuple[int, int],
     ) -> Instances:
-        """Per level: threshold, top-k, decode; then class-aware NMS over all levels.
+        """Per level: threshold, top-k, decode (and, with ``test_clip_before_nms``, clip to
+        ``image_size`` and drop empty boxes); then class-aware NMS over all levels.
 
         ``logits``, ``deltas``, ``centerness``: per level (R_l, K), (R_l, 4), (R_l, 1) of one image.
         """
@@ -242,6 +250,11 @@ class ATSS(DenseDetector):
             boxes = self.box2box_transform.apply_deltas(
                 deltas_l[anchor_idxs], anchors_l.tensor[anchor_idxs]
             )
+            if self.test_clip_before_nms:
+                clipped = Boxes(boxes)
+                clipped.clip(image_size)
+                keep = clipped.nonempty(threshold=0.0)
+                boxes, scores, class_idxs = clipped.tensor[keep], scores[keep], class_idxs[keep]
             boxes_all.append(boxes)
             scores_all.append(scores)
             classes_all.append(class_idxs)

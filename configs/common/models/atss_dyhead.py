@@ -36,6 +36,7 @@ model = L(ATSS)(
     test_topk_candidates=1000,
     test_topk_by="score",
     test_nms_thresh=0.6,
+    test_clip_before_nms=False,  # the authors (and Detectron2) clip only after NMS
     max_detections_per_image=100,
     pixel_mean=[103.530, 116.280, 123.675],
     pixel_std=[1.0, 1.0, 1.0],

@@ -5,7 +5,7 @@ from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from dyhead_d2.layers import DyHead
 from dyhead_d2.modeling import DyHeadBackbone
 
-# ResNet-50 (MSRA caffe style: stride in the 1x1 conv, FrozenBN, stem + res2 frozen) + FPN on
+# ResNet-50 (MSRA caffe style: stride in the 1x1 conv, FrozenBN, no stage frozen) + FPN on
 # res3-res5 with P6/P7 from the P5 output, then 6 DyHead blocks: the authors' backbone. The DyHead
 # choices that differ between the ports are left '???': every model file must state them.
 backbone = L(DyHeadBackbone)(
@@ -14,7 +14,9 @@ backbone = L(DyHeadBackbone)(
             stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
             stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=True, norm="FrozenBN"),
             out_features=["res3", "res4", "res5"],
-            freeze_at=2,  # stem and res2
+            # The authors' add_extra_config sets MODEL.BACKBONE.FREEZE_AT = -1 for every config:
+            # no convolution is frozen (BN is FrozenBN anyway). MMDetection's configs freeze more.
+            freeze_at=0,
         ),
         in_features=["res3", "res4", "res5"],
         out_channels=256,
