@@ -11,8 +11,10 @@ require_detectron2("dyhead_d2.checkpoint.DyHeadCheckpointer")
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
+from .classes import class_dependent_keys, split_class_mismatches  # noqa: E402
 from .convert import convert_checkpoint  # noqa: E402
 from .formats import detect_format, unwrap_state_dict  # noqa: E402
+from .mapping import CheckpointConversionError  # noqa: E402
 
 __all__ = ["DyHeadCheckpointer"]
 
@@ -27,7 +29,20 @@ class DyHeadCheckpointer(DetectionCheckpointer):
     ImageNet checkpoints fill the backbone and Detectron2 reports the rest as missing. Everything
     else (Detectron2's and this project's checkpoints, Caffe2 ``.pkl`` files such as MSRA's
     R-50.pkl) loads as in :class:`DetectionCheckpointer`.
+
+    With ``allow_new_classes=True`` (fine-tuning), a detector checkpoint of another number of
+    classes loads too: its class-dependent tensors
+    (:func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`) are skipped, one log line each
+    saying why, and keep the model's initialisation from scratch; any other shape mismatch
+    fails with the full list, for every kind of checkpoint.
     """
+
+    def __init__(self, model, save_dir: str = "", *, allow_new_classes: bool = False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.allow_new_classes = allow_new_classes
+
+    def _class_keys(self) -> dict[str, str]:
+        return class_dependent_keys(self.model) if self.allow_new_classes else {}
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         loaded = super()._load_file(filename)
@@ -40,9 +55,39 @@ class DyHeadCheckpointer(DetectionCheckpointer):
         source = detect_format(state_dict)
         if source is None:
             return loaded
-        conversion = convert_checkpoint(state_dict, self.model, source)
+        conversion = convert_checkpoint(
+            state_dict, self.model, source, shape_may_differ=self._class_keys()
+        )
         self.logger.info(f"Converted {filename}:\n{conversion.summary()}")
         return {
             "model": conversion.state_dict,
             "__author__": f"{source} (converted by dyhead_d2.checkpoint)",
         }
+
+    def _load_model(self, checkpoint: dict[str, Any]):
+        if not self.allow_new_classes or checkpoint.get("matching_heuristics", False):
+            return super()._load_model(checkpoint)  # ImageNet .pkl files: unchanged
+        class_keys = self._class_keys()
+        model_state = self.model.state_dict()
+        shapes = {
+            key: (tuple(value.shape), tuple(model_state[key].shape))
+            for key, value in checkpoint["model"].items()
+            if key in model_state
+            and hasattr(value, "shape")
+            and tuple(value.shape) != tuple(model_state[key].shape)
+        }
+        skipped, problems = split_class_mismatches(shapes, class_keys)
+        if problems:
+            raise CheckpointConversionError("checkpoint", problems)
+        for key, why in skipped.items():
+            del checkpoint["model"][key]
+            self.logger.info(
+                f"Not loading {key}: {why}; it keeps its initialisation from scratch "
+                "(fine-tuning to another number of classes)"
+            )
+        incompatible = super()._load_model(checkpoint)
+        if incompatible is not None:
+            for key in skipped:
+                if key in incompatible.missing_keys:
+                    incompatible.missing_keys.remove(key)
+        return incompatible
