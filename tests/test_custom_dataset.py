@@ -224,3 +224,104 @@ def test_small_config_single_class_builds_loaders_model_and_evaluator(tmp_path, 
 def test_config_without_the_dataset_keys_says_which(tmp_path):
     with pytest.raises(ConfigError, match="dataset.train_images, dataset.train_json, dataset.val"):
         load_config(str(ROOT / SMALL))
+
+
+@pytest.fixture
+def train_net_module(monkeypatch, registry):
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.chdir(ROOT)
+    import train_net
+
+    return train_net
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_preflight_stops_on_bad_data_before_any_work(tmp_path, train_net_module, eval_only):
+    from detectron2.engine import default_argument_parser
+
+    train = write_dataset(tmp_path, "train")
+    val_json, val_images = write_dataset(tmp_path, "val")
+    (val_images / "im2.png").write_bytes(b"\xff\xd8 truncated")
+    flags = ["--eval-only"] if eval_only else []
+    args = default_argument_parser().parse_args(
+        ["--config-file", SMALL, *flags, *overrides(*train, val_json, val_images)]
+    )
+    with pytest.raises(ConfigError) as err:
+        train_net_module.preflight(args)
+    msg = str(err.value)
+    assert msg.startswith(f"val images: image file '{val_images / 'im2.png'}' (image id 13)")
+    assert "cannot be read" in msg and "\n" not in msg
+
+
+def test_cli_missing_json_is_one_line_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    train_json, train_images = write_dataset(tmp_path, "train")
+    args = overrides(tmp_path / "missing.json", train_images, train_json, train_images)
+    out = subprocess.run(
+        [sys.executable, "train_net.py", "--config-file", SMALL, *args],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"train_net.py: error: train JSON '{tmp_path / 'missing.json'}' does not exist"
+    )
+    assert "Traceback" not in out.stderr
+
+
+CUSTOM = {
+    "atss_dyhead_R_50_caffe_FPN_1x.py": ("COCO/atss_dyhead_R_50_caffe_FPN_1x.py", "model"),
+    "retinanet_dyhead_R_50_caffe_FPN_1x.py": (
+        "COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py",
+        "model",
+    ),
+    "faster_rcnn_dyhead_R_50_caffe_FPN_1x.py": (
+        "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py",
+        "model.roi_heads",
+    ),
+    "atss_dyhead_swin_T_FPN_2x_ms.py": ("COCO/atss_dyhead_swin_T_FPN_2x_ms.py", "model"),
+    "atss_dyhead_small.py": ("quickstart/atss_dyhead_synthetic.py", "model"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CUSTOM))
+def test_custom_config_is_its_recipe_on_the_dataset(tmp_path, registry, name):
+    from omegaconf import OmegaConf
+
+    recipe_file, classes_at = CUSTOM[name]
+    data = overrides(*write_dataset(tmp_path, "train"), *write_dataset(tmp_path, "val"))
+    cfg = load_config(str(ROOT / "configs/custom" / name), data)
+    recipe = load_config(str(ROOT / "configs" / recipe_file))
+    # The recipe's model, optimizer and schedule (imported, not copied).
+    num_classes = OmegaConf.select(cfg, f"{classes_at}.num_classes")
+    assert instantiate(num_classes) == 2
+    OmegaConf.update(cfg, f"{classes_at}.num_classes", 80)
+    OmegaConf.update(recipe, f"{classes_at}.num_classes", 80)
+    assert OmegaConf.to_yaml(cfg.model) == OmegaConf.to_yaml(recipe.model)
+    for key in ("optimizer", "lr_multiplier"):
+        assert OmegaConf.to_yaml(cfg[key]) == OmegaConf.to_yaml(recipe[key])
+    assert cfg.train.max_iter == recipe.train.max_iter
+    assert cfg.train.init_checkpoint == recipe.train.init_checkpoint
+    assert cfg.train.reference_batch_size == recipe.dataloader.train.total_batch_size
+    # The data: the dataset.* files, registered under their own names.
+    (train,) = [instantiate(cfg.dataloader.train.dataset.names)]
+    (val,) = [instantiate(cfg.dataloader.test.dataset.names)]
+    assert train.startswith("custom_train_") and val.startswith("custom_val_")
+    assert MetadataCatalog.get(val).json_file == data[2].split("=", 1)[1]
+    assert cfg.dataloader.train.dataset.filter_empty is False
+
+
+def test_faster_rcnn_predictor_has_the_dataset_classes(tmp_path, registry):
+    data = overrides(*write_dataset(tmp_path, "train"), *write_dataset(tmp_path, "val"))
+    cfg = load_config(
+        str(ROOT / "configs/custom/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py"),
+        [*data, "model.backbone.dyhead.num_blocks=1"],
+    )
+    predictor = instantiate(cfg.model).roi_heads.box_predictor
+    assert predictor.cls_score.out_features == 3 and predictor.bbox_pred.out_features == 8
