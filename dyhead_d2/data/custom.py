@@ -67,18 +67,22 @@ def register_coco_dataset(
     summary = check_coco_dataset(
         json_file, image_root, role=role, check_images=check_images, need_area=need_area
     )
-    if name in DatasetCatalog:
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog:
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: load_checked_coco_json(json_file, image_root, name))
-    MetadataCatalog.get(name).set(
+    metadata = dict(
         json_file=json_file,
         image_root=image_root,
         evaluator_type="coco",
         thing_classes=list(summary.categories.names),
         thing_dataset_id_to_contiguous_id=summary.categories.id_to_contiguous,
     )
+    if name in DatasetCatalog:
+        registered = MetadataCatalog.get(name)
+        if all(registered.get(k, None) == v for k, v in metadata.items()):
+            return summary  # the same files and classes: keep it (loaders may hold it)
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog:
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: load_checked_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(**metadata)
     return summary
 
 
