@@ -253,6 +253,7 @@ def test_preflight_stops_on_bad_data_before_any_work(tmp_path, train_net_module,
     assert "cannot be read" in msg and "\n" not in msg
 
 
+@pytest.mark.slow  # a subprocess start; the fast preflight test above covers the check itself
 def test_cli_missing_json_is_one_line_exit_2(tmp_path):
     import os
     import subprocess
