@@ -159,3 +159,33 @@ def test_class_dependent_keys_of_detectron2_heads():
         "roi_heads.p.bbox_pred.bias": "Fast R-CNN class-specific box deltas",
     }
     assert set(class_dependent_keys(build_tiny_atss())) == set(CLASS_KEYS)
+
+
+@pytest.mark.slow  # an R-50 detector and torchvision's ResNet-50
+def test_mmdet_coco_detector_to_other_classes(tmp_path):
+    from .test_checkpoint_detectors import (
+        NUM_CLASSES,
+        build,
+        image,
+        mmdet_checkpoint,
+        torchvision_resnet50,
+    )
+
+    config, small = "atss_dyhead_R_50_caffe_FPN_1x_mmdet.py", ["model.backbone.dyhead.num_blocks=2"]
+    reference = build(config, [*small, f"model.num_classes={NUM_CLASSES}"], seed=0)
+    net = torchvision_resnet50(True, reference.preprocess_image(image()).tensor)
+    ckpt = mmdet_checkpoint(net, pred_kernel=1)
+    torch.save(ckpt, tmp_path / "mmdet.pth")
+    DyHeadCheckpointer(reference).load(str(tmp_path / "mmdet.pth"))
+    model = build(config, [*small, "model.num_classes=7"], seed=1)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = load(model, tmp_path / "mmdet.pth", allow_new_classes=True)
+    for key, value in model.state_dict().items():
+        want = fresh[key] if key in CLASS_KEYS else reference.state_dict()[key]
+        assert torch.equal(value, want), key
+    assert model.head.cls_logits.weight.shape[0] == 7
+    assert torch.allclose(model.head.cls_logits.bias, torch.full((7,), PRIOR_BIAS))
+    assert [line.split(":")[0] for line in skipped_lines(lines)] == [
+        "Not loading head.cls_logits.weight",
+        "Not loading head.cls_logits.bias",
+    ]
