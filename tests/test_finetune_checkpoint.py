@@ -105,6 +105,29 @@ def test_other_mismatches_still_fail_with_the_full_list(tmp_path):
     assert any("head.bbox_pred.bias: checkpoint (5,), model (4,)" in p for p in problems)
 
 
+def test_a_detector_checkpoint_must_fill_the_whole_model(tmp_path):
+    # E.g. a checkpoint of a model with fewer DyHead blocks: refused, not half loaded.
+    source = build_tiny_atss(seed=1, num_classes=5, num_blocks=1)
+    DetectionCheckpointer(source, save_dir=str(tmp_path)).save("one_block")
+    sd = source.state_dict()
+    sd["head.extra.weight"] = torch.zeros(3)
+    torch.save({"model": sd}, tmp_path / "extra.pth")
+    model = build_tiny_atss(num_classes=3, num_blocks=2)
+    with pytest.raises(CheckpointConversionError) as err:
+        load(model, tmp_path / "one_block.pth", allow_new_classes=True)
+    missing = [p for p in err.value.problems if p.startswith("model key not filled")]
+    assert len(missing) == len([k for k in model.state_dict() if ".blocks.1." in k]) > 0
+    assert len(err.value.problems) == len(missing)
+    with pytest.raises(
+        CheckpointConversionError, match="checkpoint key not in the model: head.extra"
+    ):
+        load(
+            build_tiny_atss(num_classes=3, num_blocks=1),
+            tmp_path / "extra.pth",
+            allow_new_classes=True,
+        )
+
+
 def authors_checkpoint(model, num_classes, r):
     sd = {"backbone.backbone." + k: r(*v.shape) for k, v in model.backbone.fpn.state_dict().items()}
     for k in [k for k in sd if k.endswith("running_var")]:

@@ -18,6 +18,9 @@ from .mapping import CheckpointConversionError  # noqa: E402
 
 __all__ = ["DyHeadCheckpointer"]
 
+# Buffers the config defines; Detectron2 does not expect them in a checkpoint either.
+_CONFIG_BUFFERS = ("pixel_mean", "pixel_std")
+
 
 class DyHeadCheckpointer(DetectionCheckpointer):
     """Detectron2's checkpointer, plus on-the-fly conversion of foreign checkpoints.
@@ -33,8 +36,9 @@ class DyHeadCheckpointer(DetectionCheckpointer):
     With ``allow_new_classes=True`` (fine-tuning), a detector checkpoint of another number of
     classes loads too: its class-dependent tensors
     (:func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`) are skipped, one log line each
-    saying why, and keep the model's initialisation from scratch; any other shape mismatch
-    fails with the full list, for every kind of checkpoint.
+    saying why, and keep the model's initialisation from scratch. Any other shape mismatch fails
+    with the full list, and so does a checkpoint with a classifier (a detector's) that does not
+    fill all of the model or has keys the model lacks, whatever its layout.
     """
 
     def __init__(self, model, save_dir: str = "", *, allow_new_classes: bool = False, **kwargs):
@@ -77,6 +81,19 @@ class DyHeadCheckpointer(DetectionCheckpointer):
             and tuple(value.shape) != tuple(model_state[key].shape)
         }
         skipped, problems = split_class_mismatches(shapes, class_keys)
+        if any(key in checkpoint["model"] for key in class_keys):
+            # A checkpoint with a classifier is a detector's: all of the model must come from it
+            # (a partly loaded detector trains, and evaluates, to a plausible but wrong result).
+            problems += [
+                f"model key not filled by the checkpoint: {key}"
+                for key in model_state
+                if key not in checkpoint["model"] and key not in _CONFIG_BUFFERS
+            ]
+            problems += [
+                f"checkpoint key not in the model: {key}"
+                for key in checkpoint["model"]
+                if key not in model_state
+            ]
         if problems:
             raise CheckpointConversionError("checkpoint", problems)
         for key, why in skipped.items():
