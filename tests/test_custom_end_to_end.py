@@ -30,8 +30,7 @@ from .test_train_net import QUICKSTART, ROOT, TINY, _printed_ap  # noqa: E402
 SMALL = "configs/custom/atss_dyhead_small.py"
 EPOCHS = 8
 NUM_TRAIN = 100
-# bbox AP (in %) the fine-tuned model must reach on the val split (measured: see the README; the
-# 5-class checkpoint's classifier, untrained, scores about 0.1).
+# bbox AP (in %) the fine-tuned model must reach on the val split (measured 6.07: see the README).
 MIN_AP = 2.0
 # The quickstart on 16 images for 4 iterations: its model as configured (TINY's one DyHead block
 # would not be the model configs/custom/atss_dyhead_small.py builds).
