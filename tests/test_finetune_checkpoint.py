@@ -91,6 +91,14 @@ def test_own_checkpoint_to_other_classes(tmp_path):
     assert not [line for line in lines if "not found in the checkpoint" in line]
 
 
+def test_without_allow_new_classes_another_classifier_is_refused(tmp_path):
+    # --eval-only and the tools: a checkpoint of other classes is an error, not a random
+    # classifier evaluated.
+    DetectionCheckpointer(build_tiny_atss(num_classes=5), save_dir=str(tmp_path)).save("five")
+    with pytest.raises(CheckpointConversionError, match=r"head.cls_logits.weight: checkpoint \(5"):
+        DyHeadCheckpointer(build_tiny_atss(num_classes=3)).load(str(tmp_path / "five.pth"))
+
+
 def test_other_mismatches_still_fail_with_the_full_list(tmp_path):
     source = build_tiny_atss(seed=1, num_classes=5)
     sd = source.state_dict()

@@ -69,10 +69,25 @@ class DyHeadCheckpointer(DetectionCheckpointer):
         }
 
     def _load_model(self, checkpoint: dict[str, Any]):
-        if not self.allow_new_classes or checkpoint.get("matching_heuristics", False):
+        if checkpoint.get("matching_heuristics", False):
             return super()._load_model(checkpoint)  # ImageNet .pkl files: unchanged
-        class_keys = self._class_keys()
         model_state = self.model.state_dict()
+        if not self.allow_new_classes:
+            # Detectron2 would skip a classifier of another shape with a warning and evaluate a
+            # random one: refuse instead.
+            wrong = [
+                f"shape mismatch: {key}: checkpoint {tuple(checkpoint['model'][key].shape)}, "
+                f"model {tuple(model_state[key].shape)} (a checkpoint of other classes; only "
+                "training fine-tunes it to this model's)"
+                for key in class_dependent_keys(self.model)
+                if key in checkpoint["model"]
+                and hasattr(checkpoint["model"][key], "shape")
+                and tuple(checkpoint["model"][key].shape) != tuple(model_state[key].shape)
+            ]
+            if wrong:
+                raise CheckpointConversionError("checkpoint", wrong)
+            return super()._load_model(checkpoint)
+        class_keys = self._class_keys()
         shapes = {
             key: (tuple(value.shape), tuple(model_state[key].shape))
             for key, value in checkpoint["model"].items()
