@@ -38,7 +38,8 @@ class DyHeadCheckpointer(DetectionCheckpointer):
     (:func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`) are skipped, one log line each
     saying why, and keep the model's initialisation from scratch. Any other shape mismatch fails
     with the full list, and so does a checkpoint with a classifier (a detector's) that does not
-    fill all of the model or has keys the model lacks, whatever its layout.
+    fill all of the model or has keys the model lacks, whatever its layout. Without it (evaluation,
+    the tools), a checkpoint whose classifier has another shape is refused.
     """
 
     def __init__(self, model, save_dir: str = "", *, allow_new_classes: bool = False, **kwargs):
