@@ -105,8 +105,9 @@ def apply_schedule_options(
             raise ConfigError("train.epochs is set but the training set has no images")
         max_iter = max(1, math.ceil(epochs * images / batch))
         changes.update(_scale_iterations(cfg, max_iter))
-        changes["epochs"] = (None, f"{epochs:g} x {images} images / batch {batch}")
     if changes:
         text = "; ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+        if epochs:
+            text += f" ({epochs:g} epochs of {images} images)"
         logger.info(f"Schedule for a total batch of {batch} (recipe: {reference or batch}): {text}")
     return changes
