@@ -29,8 +29,9 @@ __all__ = [
 ]
 
 # How a check of the image files goes: "header" opens each file and reads its header (catches
-# missing, empty, truncated-header and non-image files at ~0.1 ms each); "decode" decodes every
-# image (catches corrupt pixel data too, at the cost of a full pass over the data); "none" skips.
+# missing, empty, truncated-header and non-image files; 0.03 ms per cached 128 px JPEG here);
+# "decode" decodes every image (catches corrupt pixel data too, at the cost of a full pass over
+# the data: 0.2 ms per 128 px JPEG here, far more for large images); "none" skips.
 IMAGE_CHECKS = ("header", "decode", "none")
 
 
