@@ -38,12 +38,14 @@ from detectron2.engine import (  # noqa: E402
 from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
 from dyhead_d2.engine import (  # noqa: E402
     ConfigError,
     TrainingDiverged,
     add_gradient_clipping,
+    apply_schedule_options,
     build_trainer,
     check_checkpoint,
     check_datasets,
@@ -100,7 +102,10 @@ def do_train(args, cfg):
     # Checkpoints hold the bare model (no DDP / autocast wrapper), the optimizer, the iteration and
     # the LR scheduler, so --resume continues exactly where a killed run stopped. DyHeadCheckpointer
     # also converts released and ImageNet checkpoints (train.init_checkpoint) on loading.
-    checkpointer = DyHeadCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    # allow_new_classes: a detector of other classes (e.g. COCO's) fine-tunes to this dataset's.
+    checkpointer = DyHeadCheckpointer(
+        model, cfg.train.output_dir, trainer=trainer, allow_new_classes=True
+    )
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -149,8 +154,10 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="dyhead_d2")
     if args.eval_only:
         return do_eval(args, cfg)
+    apply_schedule_options(cfg)  # train.reference_batch_size, train.epochs
     do_train(args, cfg)
 
 

@@ -12,10 +12,15 @@ require_detectron2("dyhead_d2.checkpoint.DyHeadCheckpointer")
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
 from ..layers.finite import NonFiniteError, find_non_finite  # noqa: E402
+from .classes import class_dependent_keys, split_class_mismatches  # noqa: E402
 from .convert import convert_checkpoint  # noqa: E402
 from .formats import detect_format, unwrap_state_dict  # noqa: E402
+from .mapping import CheckpointConversionError  # noqa: E402
 
 __all__ = ["DyHeadCheckpointer"]
+
+# Buffers the config defines; Detectron2 does not expect them in a checkpoint either.
+_CONFIG_BUFFERS = ("pixel_mean", "pixel_std")
 
 
 class DyHeadCheckpointer(DetectionCheckpointer):
@@ -29,11 +34,26 @@ class DyHeadCheckpointer(DetectionCheckpointer):
     else (Detectron2's and this project's checkpoints, Caffe2 ``.pkl`` files such as MSRA's
     R-50.pkl) loads as in :class:`DetectionCheckpointer`.
 
+    With ``allow_new_classes=True`` (fine-tuning), a detector checkpoint of another number of
+    classes loads too: its class-dependent tensors
+    (:func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`) are skipped, one log line each
+    saying why, and keep the model's initialisation from scratch. Any other shape mismatch fails
+    with the full list, and so does a checkpoint with a classifier (a detector's) that does not
+    fill all of the model or has keys the model lacks, whatever its layout. Without it (evaluation,
+    the tools), a checkpoint whose classifier has another shape is refused.
+
     Only finite states are written or read: :meth:`save` refuses to write a checkpoint when the
     model, the optimizer or any other checkpointable holds a NaN or Inf (so ``last_checkpoint``
     always names a good one), and loading a file that holds one fails; both raise
     :class:`~dyhead_d2.layers.finite.NonFiniteError` naming the first such entry.
     """
+
+    def __init__(self, model, save_dir: str = "", *, allow_new_classes: bool = False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.allow_new_classes = allow_new_classes
+
+    def _class_keys(self) -> dict[str, str]:
+        return class_dependent_keys(self.model) if self.allow_new_classes else {}
 
     def save(self, name: str, **kwargs: Any) -> None:
         if self.save_dir and self.save_to_disk:
@@ -57,7 +77,9 @@ class DyHeadCheckpointer(DetectionCheckpointer):
         source = detect_format(state_dict)
         if source is None:
             return loaded
-        conversion = convert_checkpoint(state_dict, self.model, source)
+        conversion = convert_checkpoint(
+            state_dict, self.model, source, shape_may_differ=self._class_keys()
+        )
         self.logger.info(f"Converted {filename}:\n{conversion.summary()}")
         return {
             "model": conversion.state_dict,
@@ -73,3 +95,59 @@ class DyHeadCheckpointer(DetectionCheckpointer):
                 "(written from a diverged run?)"
             )
         return loaded
+
+    def _load_model(self, checkpoint: dict[str, Any]):
+        if checkpoint.get("matching_heuristics", False):
+            return super()._load_model(checkpoint)  # ImageNet .pkl files: unchanged
+        model_state = self.model.state_dict()
+        if not self.allow_new_classes:
+            # Detectron2 would skip a classifier of another shape with a warning and evaluate a
+            # random one: refuse instead.
+            wrong = [
+                f"shape mismatch: {key}: checkpoint {tuple(checkpoint['model'][key].shape)}, "
+                f"model {tuple(model_state[key].shape)} (a checkpoint of other classes; only "
+                "training fine-tunes it to this model's)"
+                for key in class_dependent_keys(self.model)
+                if key in checkpoint["model"]
+                and hasattr(checkpoint["model"][key], "shape")
+                and tuple(checkpoint["model"][key].shape) != tuple(model_state[key].shape)
+            ]
+            if wrong:
+                raise CheckpointConversionError("checkpoint", wrong)
+            return super()._load_model(checkpoint)
+        class_keys = self._class_keys()
+        shapes = {
+            key: (tuple(value.shape), tuple(model_state[key].shape))
+            for key, value in checkpoint["model"].items()
+            if key in model_state
+            and hasattr(value, "shape")
+            and tuple(value.shape) != tuple(model_state[key].shape)
+        }
+        skipped, problems = split_class_mismatches(shapes, class_keys)
+        if any(key in checkpoint["model"] for key in class_keys):
+            # A checkpoint with a classifier is a detector's: all of the model must come from it
+            # (a partly loaded detector trains, and evaluates, to a plausible but wrong result).
+            problems += [
+                f"model key not filled by the checkpoint: {key}"
+                for key in model_state
+                if key not in checkpoint["model"] and key not in _CONFIG_BUFFERS
+            ]
+            problems += [
+                f"checkpoint key not in the model: {key}"
+                for key in checkpoint["model"]
+                if key not in model_state
+            ]
+        if problems:
+            raise CheckpointConversionError("checkpoint", problems)
+        for key, why in skipped.items():
+            del checkpoint["model"][key]
+            self.logger.info(
+                f"Not loading {key}: {why}; it keeps its initialisation from scratch "
+                "(fine-tuning to another number of classes)"
+            )
+        incompatible = super()._load_model(checkpoint)
+        if incompatible is not None:
+            for key in skipped:
+                if key in incompatible.missing_keys:
+                    incompatible.missing_keys.remove(key)
+        return incompatible

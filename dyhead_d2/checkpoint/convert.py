@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from torch import Tensor, nn
 
@@ -20,6 +20,8 @@ def convert_checkpoint(
     checkpoint: Mapping,
     model: nn.Module | Mapping[str, Tensor],
     source: str = "auto",
+    *,
+    shape_may_differ: Collection[str] = (),
 ) -> Conversion:
     """Map a published checkpoint onto ``model``'s state dict, strictly.
 
@@ -31,6 +33,9 @@ def convert_checkpoint(
         source: "authors" (microsoft/DynamicHead detectors), "mmdet" (MMDetection's ATSS +
             DyHead), "torchvision" (ImageNet ResNet), "swin" (official Swin ImageNet weights), or
             "auto" to recognise it from the key names.
+        shape_may_differ: model keys whose shape may differ from the checkpoint's (see
+            :func:`~dyhead_d2.checkpoint.mapping.apply_key_map`); for fine-tuning to other
+            classes, :func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`.
 
     A detector checkpoint must fill every entry of the model; an ImageNet backbone checkpoint
     every entry of the model's backbone (Swin's per-output norms excepted, which ImageNet training
@@ -57,11 +62,20 @@ def convert_checkpoint(
                 f"{list(state_dict)[:3]}); pass source= one of {', '.join(SOURCES)}"
             )
         source = detected
+    may_differ = frozenset(shape_may_differ).__contains__
     if source == "authors":
-        return apply_key_map(state_dict, model_state, authors_key_map, source=source)
+        return apply_key_map(
+            state_dict, model_state, authors_key_map, source=source, shape_may_differ=may_differ
+        )
     if source == "mmdet":
         check_dcn_bias(state_dict, model_state)
-        return apply_key_map(state_dict, model_state, mmdet_key_map(model_state), source=source)
+        return apply_key_map(
+            state_dict,
+            model_state,
+            mmdet_key_map(model_state),
+            source=source,
+            shape_may_differ=may_differ,
+        )
     if source == "torchvision":
         prefix = find_prefix(model_state, "stem.conv1.weight", "ResNet")
         key_map = torchvision_key_map(prefix)

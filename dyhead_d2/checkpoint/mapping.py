@@ -84,6 +84,9 @@ class Conversion:
     dropped: dict[str, str] = field(default_factory=dict)  # checkpoint key -> why
     filled: dict[str, str] = field(default_factory=dict)  # model key -> why (not from the file)
     left_unfilled: list[str] = field(default_factory=list)  # model keys it does not cover
+    # model key -> (checkpoint shape, model shape) of entries passed on although their shapes
+    # differ (only keys the caller allowed: class-dependent ones, for fine-tuning)
+    shape_differs: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines for a log or a terminal."""
@@ -122,6 +125,7 @@ def apply_key_map(
     *,
     source: str,
     required: Callable[[str], bool] = lambda key: True,
+    shape_may_differ: Callable[[str], bool] = lambda key: False,
 ) -> Conversion:
     """Rename ``state_dict`` into the keys of ``model_state`` with ``key_map``; strict.
 
@@ -132,6 +136,9 @@ def apply_key_map(
         source: the format's name, for messages.
         required: whether a model key must be filled by this checkpoint. A detector checkpoint
             fills every key; a backbone checkpoint only the backbone's.
+        shape_may_differ: model keys whose shape may differ: such entries are passed on with
+            the checkpoint's shape and listed in ``Conversion.shape_differs`` for the caller to
+            handle (the class-dependent tensors, when fine-tuning to other classes).
 
     BatchNorm batch counters (``num_batches_tracked``) carry no behaviour in a detector, whose
     statistics are frozen; they are dropped when the model's norm has none (Detectron2's
@@ -166,7 +173,9 @@ def apply_key_map(
         if m.transform is not None:
             value = m.transform(value)
         want = tuple(model_state[m.target].shape)
-        if tuple(value.shape) != want:
+        if tuple(value.shape) != want and shape_may_differ(m.target):
+            conversion.shape_differs[m.target] = (tuple(value.shape), want)
+        elif tuple(value.shape) != want:
             shapes.append(f"{key} -> {m.target}: checkpoint {tuple(value.shape)}, model {want}")
             continue
         out[m.target] = value

@@ -1,9 +1,12 @@
-"""Datasets: a synthetic COCO-format detection dataset that needs no download.
+"""Datasets: a synthetic COCO-format detection dataset that needs no download, and a user's own
+COCO-format dataset, checked before use.
 
-:mod:`.synthetic` needs only numpy and Pillow; :func:`register_synthetic` imports detectron2 when
-called.
+:mod:`.synthetic` and :mod:`.coco_json` need only numpy and Pillow; :func:`register_synthetic`
+and :func:`coco_dataset` import detectron2 when called.
 """
 
+from .coco_json import DatasetError, check_coco_dataset, clip_boxes, coco_categories
+from .custom import coco_dataset, coco_num_classes, register_coco_dataset
 from .register import register_synthetic, synthetic_dataset
 from .synthetic import (
     CATEGORY_NAMES,
@@ -23,8 +26,15 @@ __all__ = [
     "SyntheticImage",
     "SyntheticObject",
     "SyntheticSpec",
+    "DatasetError",
     "build_synthetic_coco",
+    "check_coco_dataset",
+    "clip_boxes",
+    "coco_categories",
+    "coco_dataset",
+    "coco_num_classes",
     "default_root",
+    "register_coco_dataset",
     "register_synthetic",
     "render_synthetic_image",
     "synthetic_cache_dir",

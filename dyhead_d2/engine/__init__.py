@@ -8,6 +8,7 @@ from .checks import check_checkpoint, check_datasets  # noqa: E402
 from .config import ConfigError, load_config, resolve_device  # noqa: E402
 from .divergence import TrainingDiverged, train_or_explain  # noqa: E402
 from .precision import Precision, choose_precision, cpu_has_native_bfloat16  # noqa: E402
+from .schedule import apply_schedule_options  # noqa: E402
 from .train_utils import AutocastForward, add_gradient_clipping, build_trainer  # noqa: E402
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Precision",
     "TrainingDiverged",
     "add_gradient_clipping",
+    "apply_schedule_options",
     "build_trainer",
     "check_checkpoint",
     "check_datasets",

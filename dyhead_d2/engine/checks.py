@@ -12,6 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..data.coco_json import DatasetError
 from .config import ConfigError
 
 __all__ = ["check_checkpoint", "check_datasets", "dataset_names"]
@@ -25,6 +26,8 @@ def dataset_names(names) -> list[str]:
     if isinstance(names, DictConfig) and "_target_" in names:
         try:
             names = instantiate(names)
+        except DatasetError as e:  # already names the file, key or id at fault
+            raise ConfigError(str(e)) from e
         except Exception as e:
             raise ConfigError(
                 f"cannot get dataset names from {OmegaConf.to_yaml(names).strip()!r}: "

@@ -8,6 +8,7 @@ import os
 import torch
 from detectron2.config import LazyConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 __all__ = ["ConfigError", "load_config", "resolve_device"]
 
@@ -32,6 +33,33 @@ def _all_keys(node, prefix: str = "") -> list[str]:
         if isinstance(child, (DictConfig, ListConfig)):
             keys.extend(_all_keys(child, full))
     return keys
+
+
+def _missing_keys(node, prefix: str = "") -> list[str]:
+    """Keys whose value is ``???``, without resolving interpolations (``OmegaConf.missing_keys``
+    raises on an interpolation that points at a ``???`` value instead of naming the key)."""
+    if isinstance(node, DictConfig):
+        items = ((str(k), node._get_node(k)) for k in node.keys())
+    elif isinstance(node, ListConfig):
+        items = ((str(i), node._get_node(i)) for i in range(len(node)))
+    else:
+        return []
+    out = []
+    for k, child in items:
+        full = f"{prefix}.{k}" if prefix else k
+        if child._is_missing():
+            out.append(full)
+        elif isinstance(child, (DictConfig, ListConfig)):
+            out.extend(_missing_keys(child, full))
+    return out
+
+
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` exists, whether or not it has a value yet (``???``)."""
+    try:
+        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True) is not _ABSENT
+    except MissingMandatoryValue:
+        return True
 
 
 def _override_key(override: str) -> tuple[str, bool]:
@@ -69,7 +97,7 @@ def load_config(config_file: str, overrides: list[str] | tuple[str, ...] = ()) -
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not of the form key=value")
         key, adds = _override_key(override)
-        if not adds and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+        if not adds and not _has_key(cfg, key):
             known = known if known is not None else _all_keys(cfg)
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -81,7 +109,7 @@ def load_config(config_file: str, overrides: list[str] | tuple[str, ...] = ()) -
         LazyConfig.apply_overrides(cfg, list(overrides))
     except Exception as e:
         raise ConfigError(f"cannot apply overrides {list(overrides)}: {e}") from e
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = sorted(_missing_keys(cfg))
     if missing:
         raise ConfigError(
             f"{config_file} leaves these keys unset ('???'); set them in the config or with "

@@ -1,0 +1,222 @@
+"""Fine-tuning a detector of other classes: everything loads but the class-dependent tensors,
+which keep their initialisation from scratch, each named in one log line; any other mismatch
+fails with the full list."""
+
+import logging
+import math
+
+import pytest
+import torch
+
+from . import needs_detectron2
+
+needs_detectron2()
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.layers import ShapeSpec  # noqa: E402
+from detectron2.modeling.box_regression import Box2BoxTransform  # noqa: E402
+from detectron2.modeling.meta_arch.retinanet import RetinaNetHead  # noqa: E402
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers  # noqa: E402
+
+from dyhead_d2.checkpoint import CheckpointConversionError, DyHeadCheckpointer  # noqa: E402
+from dyhead_d2.checkpoint.classes import class_dependent_keys  # noqa: E402
+
+from .checkpoint_layouts import Randn, authors_tower_and_head  # noqa: E402
+from .d2_models import WIDTH, build_tiny_atss  # noqa: E402
+
+CLASS_KEYS = ("head.cls_logits.weight", "head.cls_logits.bias")
+PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def load(model, path, **kw):
+    checkpointer = DyHeadCheckpointer(model, **kw)
+    handler = Lines()
+    checkpointer.logger.addHandler(handler)
+    old_level = checkpointer.logger.level
+    checkpointer.logger.setLevel(logging.INFO)
+    try:
+        checkpointer.load(str(path))
+    finally:
+        checkpointer.logger.removeHandler(handler)
+        checkpointer.logger.setLevel(old_level)
+    return handler.lines
+
+
+def assert_fine_tuned(model, fresh, source_state):
+    """Every tensor of ``model`` is the checkpoint's except the classifier, which is ``fresh``'s
+    (the same model before loading: its initialisation from scratch)."""
+    state = model.state_dict()
+    for key, value in state.items():
+        if key in CLASS_KEYS:
+            assert torch.equal(value, fresh[key]), key
+        else:
+            assert torch.equal(value, source_state[key]), key
+    assert state["head.cls_logits.weight"].shape[0] == 3
+    assert torch.allclose(state["head.cls_logits.bias"], torch.full((3,), PRIOR_BIAS))
+    assert 0.005 < state["head.cls_logits.weight"].std() < 0.015  # N(0, 0.01)
+
+
+def skipped_lines(lines):
+    return [line for line in lines if line.startswith("Not loading ")]
+
+
+def test_own_checkpoint_to_other_classes(tmp_path):
+    source = build_tiny_atss(seed=1, num_classes=5)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.1)  # nothing equals an initialisation
+    DetectionCheckpointer(source, save_dir=str(tmp_path)).save("five")
+    model = build_tiny_atss(seed=2, num_classes=3)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = load(model, tmp_path / "five.pth", allow_new_classes=True)
+    assert_fine_tuned(model, fresh, source.state_dict())
+    assert skipped_lines(lines) == [
+        "Not loading head.cls_logits.weight: ATSS classifier, its size depends on the number of "
+        "classes: checkpoint (5, 32, 1, 1), model (3, 32, 1, 1); it keeps its initialisation "
+        "from scratch (fine-tuning to another number of classes)",
+        "Not loading head.cls_logits.bias: ATSS classifier, its size depends on the number of "
+        "classes: checkpoint (5,), model (3,); it keeps its initialisation from scratch "
+        "(fine-tuning to another number of classes)",
+    ]
+    # Nothing else is reported missing: the skipped tensors are not "not found" too.
+    assert not [line for line in lines if "not found in the checkpoint" in line]
+
+
+def test_without_allow_new_classes_another_classifier_is_refused(tmp_path):
+    # --eval-only and the tools: a checkpoint of other classes is an error, not a random
+    # classifier evaluated.
+    DetectionCheckpointer(build_tiny_atss(num_classes=5), save_dir=str(tmp_path)).save("five")
+    with pytest.raises(CheckpointConversionError, match=r"head.cls_logits.weight: checkpoint \(5"):
+        DyHeadCheckpointer(build_tiny_atss(num_classes=3)).load(str(tmp_path / "five.pth"))
+
+
+def test_other_mismatches_still_fail_with_the_full_list(tmp_path):
+    source = build_tiny_atss(seed=1, num_classes=5)
+    sd = source.state_dict()
+    sd["backbone.fpn.fpn_lateral3.weight"] = torch.zeros(WIDTH, 7, 1, 1)
+    sd["head.bbox_pred.bias"] = torch.zeros(5)
+    torch.save({"model": sd}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointConversionError) as err:
+        load(build_tiny_atss(num_classes=3), tmp_path / "bad.pth", allow_new_classes=True)
+    problems = err.value.problems
+    assert len(problems) == 2, problems
+    assert any("backbone.fpn.fpn_lateral3.weight" in p for p in problems)
+    assert any("head.bbox_pred.bias: checkpoint (5,), model (4,)" in p for p in problems)
+
+
+def test_a_detector_checkpoint_must_fill_the_whole_model(tmp_path):
+    # E.g. a checkpoint of a model with fewer DyHead blocks: refused, not half loaded.
+    source = build_tiny_atss(seed=1, num_classes=5, num_blocks=1)
+    DetectionCheckpointer(source, save_dir=str(tmp_path)).save("one_block")
+    sd = source.state_dict()
+    sd["head.extra.weight"] = torch.zeros(3)
+    torch.save({"model": sd}, tmp_path / "extra.pth")
+    model = build_tiny_atss(num_classes=3, num_blocks=2)
+    with pytest.raises(CheckpointConversionError) as err:
+        load(model, tmp_path / "one_block.pth", allow_new_classes=True)
+    missing = [p for p in err.value.problems if p.startswith("model key not filled")]
+    assert len(missing) == len([k for k in model.state_dict() if ".blocks.1." in k]) > 0
+    assert len(err.value.problems) == len(missing)
+    with pytest.raises(
+        CheckpointConversionError, match="checkpoint key not in the model: head.extra"
+    ):
+        load(
+            build_tiny_atss(num_classes=3, num_blocks=1),
+            tmp_path / "extra.pth",
+            allow_new_classes=True,
+        )
+
+
+def authors_checkpoint(model, num_classes, r):
+    sd = {"backbone.backbone." + k: r(*v.shape) for k, v in model.backbone.fpn.state_dict().items()}
+    for k in [k for k in sd if k.endswith("running_var")]:
+        sd[k] = sd[k].abs() + 0.5
+    sd.update(authors_tower_and_head(r, WIDTH, 1, num_classes, num_levels=5))
+    return sd
+
+
+def test_authors_coco_detector_to_other_classes(tmp_path):
+    model = build_tiny_atss(seed=2, num_classes=3)
+    sd = authors_checkpoint(model, 80, Randn(5))
+    torch.save({"model": sd}, tmp_path / "coco.pth")
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = load(model, tmp_path / "coco.pth", allow_new_classes=True)
+    # The same file for a model of 80 classes is the reference conversion.
+    reference = build_tiny_atss(seed=3, num_classes=80)
+    DyHeadCheckpointer(reference).load(str(tmp_path / "coco.pth"))
+    want = {k: v for k, v in reference.state_dict().items()}
+    assert_fine_tuned(model, fresh, want)
+    block = model.backbone.dyhead.blocks[0]
+    assert torch.equal(
+        block.conv_mid.conv.weight, sd["backbone.dyhead_tower.0.DyConv.1.conv.weight"]
+    )
+    assert [line.split(":")[0] for line in skipped_lines(lines)] == [
+        "Not loading head.cls_logits.weight",
+        "Not loading head.cls_logits.bias",
+    ]
+    assert "checkpoint (80, 32, 1, 1), model (3, 32, 1, 1)" in skipped_lines(lines)[0]
+
+
+def test_without_allow_new_classes_a_converted_checkpoint_stays_strict(tmp_path):
+    model = build_tiny_atss(num_classes=3)
+    torch.save({"model": authors_checkpoint(model, 80, Randn(5))}, tmp_path / "coco.pth")
+    with pytest.raises(CheckpointConversionError, match="shape mismatch: head.cls_logits.weight"):
+        DyHeadCheckpointer(model).load(str(tmp_path / "coco.pth"))
+
+
+def test_class_dependent_keys_of_detectron2_heads():
+    retina = RetinaNetHead(
+        input_shape=[ShapeSpec(channels=8)] * 2, num_classes=4, num_anchors=9, conv_dims=[8]
+    )
+    fast = FastRCNNOutputLayers(
+        ShapeSpec(channels=16), box2box_transform=Box2BoxTransform((10, 10, 5, 5)), num_classes=4
+    )
+    model = torch.nn.ModuleDict({"head": retina, "roi_heads": torch.nn.ModuleDict({"p": fast})})
+    assert class_dependent_keys(model) == {
+        "head.cls_score.weight": "RetinaNet classifier",
+        "head.cls_score.bias": "RetinaNet classifier",
+        "roi_heads.p.cls_score.weight": "Fast R-CNN classifier",
+        "roi_heads.p.cls_score.bias": "Fast R-CNN classifier",
+        "roi_heads.p.bbox_pred.weight": "Fast R-CNN class-specific box deltas",
+        "roi_heads.p.bbox_pred.bias": "Fast R-CNN class-specific box deltas",
+    }
+    assert set(class_dependent_keys(build_tiny_atss())) == set(CLASS_KEYS)
+
+
+@pytest.mark.slow  # an R-50 detector and torchvision's ResNet-50
+def test_mmdet_coco_detector_to_other_classes(tmp_path):
+    from .test_checkpoint_detectors import (
+        NUM_CLASSES,
+        build,
+        image,
+        mmdet_checkpoint,
+        torchvision_resnet50,
+    )
+
+    config, small = "atss_dyhead_R_50_caffe_FPN_1x_mmdet.py", ["model.backbone.dyhead.num_blocks=2"]
+    reference = build(config, [*small, f"model.num_classes={NUM_CLASSES}"], seed=0)
+    net = torchvision_resnet50(True, reference.preprocess_image(image()).tensor)
+    ckpt = mmdet_checkpoint(net, pred_kernel=1)
+    torch.save(ckpt, tmp_path / "mmdet.pth")
+    DyHeadCheckpointer(reference).load(str(tmp_path / "mmdet.pth"))
+    model = build(config, [*small, "model.num_classes=7"], seed=1)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = load(model, tmp_path / "mmdet.pth", allow_new_classes=True)
+    for key, value in model.state_dict().items():
+        want = fresh[key] if key in CLASS_KEYS else reference.state_dict()[key]
+        assert torch.equal(value, want), key
+    assert model.head.cls_logits.weight.shape[0] == 7
+    assert torch.allclose(model.head.cls_logits.bias, torch.full((7,), PRIOR_BIAS))
+    assert [line.split(":")[0] for line in skipped_lines(lines)] == [
+        "Not loading head.cls_logits.weight",
+        "Not loading head.cls_logits.bias",
+    ]
