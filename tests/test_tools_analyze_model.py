@@ -119,7 +119,7 @@ def test_prints_table_and_comparison(tool, capsys, monkeypatch):
     args = ["--config-file", QUICKSTART, "--height", "200", "--width", "300", *TINY_TOOLS]
     assert tool.main(args) == 0
     out = capsys.readouterr().out
-    assert "one 200x300 image (padded by the model to 256x384)" in out
+    assert "one 200x300 image (padded by the model to 256x320)" in out
     assert "backbone.dyhead" in out and "deform_conv2d" in out
     lines = [line.strip() for line in out.splitlines()]
     assert any(line.startswith("DyHead neck (2 blocks)") for line in lines)

@@ -105,10 +105,11 @@ def test_pictures_and_the_numbers_they_show(tool, tiny_model, tmp_path, capsys):
     data = np.load(out / "attention.npz")
 
     # The model's input and its FPN levels, computed here: the image in BGR, normalised, at its
-    # own size (the quickstart's test loader does not resize; 256 needs no padding to 128).
+    # own size (the quickstart's test loader does not resize; 192 needs no padding to 64).
     model = tiny_model.build()
     bgr = np.asarray(Image.open(image_path).convert("RGB"))[:, :, ::-1]
-    assert bgr.shape[0] % 128 == 0 and bgr.shape[1] % 128 == 0
+    divisor = model.backbone.size_divisibility
+    assert bgr.shape[0] % divisor == 0 and bgr.shape[1] % divisor == 0
     x = torch.as_tensor(bgr.transpose(2, 0, 1).copy()).float()[None]
     x = (x - model.pixel_mean) / model.pixel_std
     with torch.no_grad():
