@@ -1,4 +1,4 @@
-# The quickstart's small ATSS + DyHead (half-width ResNet-18, GroupNorm, 3 DyHead blocks) on your
+# The quickstart's small ATSS + DyHead (half-width ResNet-18, GroupNorm, 2 DyHead blocks) on your
 # COCO-format data, sized for a CPU. Model, optimizer and schedule are the quickstart's.
 #   python train_net.py --config-file configs/custom/atss_dyhead_small.py \
 #       dataset.train_json=/data/train.json dataset.train_images=/data/train \
@@ -19,7 +19,7 @@ from ..quickstart.atss_dyhead_synthetic import (
 
 use_custom_dataset(dataloader, train)
 model.num_classes = _num_classes
-# The quickstart's images are all 256x256; yours may not be: shortest edge 320 (the model's
+# The quickstart's images are all 192x192; yours may not be: shortest edge 320 (the model's
 # anchors, 32..512 px, suit such images), longest at most 640.
 dataloader.train.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=(320,), max_size=640, sample_style="choice"),
