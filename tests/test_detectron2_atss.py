@@ -82,6 +82,27 @@ def test_backbone_rejects_channel_mismatch():
         instantiate(cfg.backbone)
 
 
+def test_assigner_is_a_constructor_argument():
+    """The assignment is ATSS's ``assigner``: a stand-in sees every image's boxes, and the one
+    it returns decides the losses (all anchors background: no box or centerness loss)."""
+    batch = [
+        make_input(128, 160, [[10, 20, 60, 90], [70, 30, 150, 120]], [0, 2]),
+        make_input(96, 128, [[5, 5, 40, 30]], [1], seed=1),
+    ]
+    seen = []
+
+    def background_only(anchors, num_per_level, gt_boxes, topk):
+        seen.append((len(anchors), sum(num_per_level), len(gt_boxes), topk))
+        return torch.full((len(anchors),), -1, dtype=torch.int64)
+
+    model = build_tiny_atss()
+    model.assigner = background_only
+    losses = train_losses(model, batch)
+    assert [s[2:] for s in seen] == [(2, 9), (1, 9)] and all(a == n for a, n, *_ in seen)
+    assert losses["loss_box_reg"] == 0 and losses["loss_centerness"] == 0
+    assert losses["loss_cls"] > 0
+
+
 def test_training_losses_finite():
     model = build_tiny_atss()
     batch = [

@@ -74,7 +74,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -484,22 +484,6 @@ def detector_builder(offset_mode: str = "official"):
     return build
 
 
-@contextmanager
-def per_box_assignment(enabled: bool):
-    """Swap the vectorised assignment for the authors' per-box loop while the reference runs."""
-    if not enabled:
-        yield
-        return
-    from dyhead_d2.modeling import atss as atss_module
-
-    saved = atss_module.atss_assign
-    atss_module.atss_assign = atss_assign_per_box
-    try:
-        yield
-    finally:
-        atss_module.atss_assign = saved
-
-
 def detector_inference(builder, args, device, report) -> None:
     """(c) one image (800x1216 by default) through the full detector, reference vs project."""
     runs, features = {}, {}
@@ -590,17 +574,18 @@ def training_step(builder, args, device, report) -> None:
             x["image"] = x["image"].to(device)
             x["instances"] = x["instances"].to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every repeat sees equal weights
-        reference = name == "reference"
-        with EventStorage(), per_box_assignment(reference), autocast_ctx(args, device):
+        if name == "reference":
+            model.assigner = atss_assign_per_box  # the authors' loop, one ground truth at a time
+        with EventStorage(), autocast_ctx(args, device):
             out = model(inputs)
         sum(out.values()).backward()
         losses[name] = [v.detach().float().reshape(1) for v in out.values()]
         grads[name] = [p.grad.float() for p in model.parameters() if p.grad is not None]
         model.zero_grad(set_to_none=True)
 
-        def run(model=model, inputs=inputs, opt=opt, reference=reference):
+        def run(model=model, inputs=inputs, opt=opt):
             opt.zero_grad(set_to_none=True)
-            with EventStorage(), per_box_assignment(reference), autocast_ctx(args, device):
+            with EventStorage(), autocast_ctx(args, device):
                 out = model(inputs)
             sum(out.values()).backward()
             opt.step()

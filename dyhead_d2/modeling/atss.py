@@ -8,6 +8,7 @@ anchors, box coding and NMS, in the style of Detectron2's own FCOS and RetinaNet
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from detectron2.layers import cat
@@ -52,6 +53,7 @@ class ATSS(DenseDetector):
         box2box_transform: Box2BoxTransform,
         num_classes: int,
         anchor_topk: int = 9,
+        assigner: Callable[..., Tensor] = atss_assign,
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
         box_reg_loss_weight: float = 2.0,
@@ -72,6 +74,9 @@ class ATSS(DenseDetector):
             box2box_transform: box coding of the deltas, e.g. ``Box2BoxTransform((10, 10, 5, 5))``.
             num_classes: number of foreground classes.
             anchor_topk: candidates per level and ground truth in the ATSS assignment.
+            assigner: the assignment, ``(anchors (R, 4), anchors per level, gt boxes (G, 4),
+                topk=) -> (R,)`` matched ground-truth index or -1; default
+                :func:`~dyhead_d2.atss.atss_assign` (a reference implementation can be swapped in).
             focal_loss_alpha, focal_loss_gamma: sigmoid focal loss parameters.
             box_reg_loss_weight: weight of the GIoU loss.
             test_score_thresh: class probability threshold (applied before centerness).
@@ -101,6 +106,7 @@ class ATSS(DenseDetector):
         self.anchor_generator = anchor_generator
         self.box2box_transform = box2box_transform
         self.anchor_topk = anchor_topk
+        self.assigner = assigner
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
         self.box_reg_loss_weight = box_reg_loss_weight
@@ -149,7 +155,7 @@ class ATSS(DenseDetector):
         gt_labels, matched_boxes = [], []
         for inst in gt_instances:
             gt_boxes = inst.gt_boxes.tensor
-            matched = atss_assign(all_anchors, num_per_level, gt_boxes, topk=self.anchor_topk)
+            matched = self.assigner(all_anchors, num_per_level, gt_boxes, topk=self.anchor_topk)
             if len(inst) > 0:
                 labels = inst.gt_classes[matched.clamp(min=0)]
                 boxes = gt_boxes[matched.clamp(min=0)]
