@@ -19,6 +19,7 @@ from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E4
 from dyhead_d2 import DyHeadBlock  # noqa: E402
 from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2  # noqa: E402
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
+from dyhead_d2.layers import resolve_port  # noqa: E402
 from dyhead_d2.modeling import ATSS, LastLevelP6P7NoReLU  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -256,10 +257,11 @@ def test_config_states_published_settings(name):
     assert list(cfg.model.pixel_mean) == mean and list(cfg.model.pixel_std) == std
     assert cfg.model.input_format == fmt == cfg.dataloader.train.mapper.image_format
     assert cfg.dataloader.evaluator._target_.__name__ == "COCOEvaluator"
-    # DyHead: the port's explicit choices.
+    # DyHead: the port's explicit choices (the config's port, resolved as DyHead resolves it).
     dyhead = cfg.model.backbone.dyhead
+    resolved = _resolved_port(dyhead)
     for key, value in PORTS[want["port"]].items():
-        assert dyhead[key] == value, key
+        assert getattr(resolved, key) == value, key
     assert dyhead.num_blocks == 6 and dyhead.in_channels == dyhead.out_channels == 256
     # ATSS specifics.
     if want["meta"] is ATSS:
@@ -277,6 +279,12 @@ def test_config_states_published_settings(name):
         assert m.max_detections_per_image == 100 and m.num_classes == 80
         # MMDetection clips boxes to the image (and drops empty ones) before NMS, the authors after.
         assert m.test_clip_before_nms is want["port"].startswith("mmdet")
+
+
+def _resolved_port(dyhead):
+    """The DyHead port a config's ``model.backbone.dyhead`` node builds."""
+    options = ("offset_mode", "dcn_bias", "zero_init_offset", "init_style")
+    return resolve_port(dyhead.port, **{k: dyhead[k] for k in options})
 
 
 def _instantiate_and_run(name):
@@ -365,7 +373,7 @@ def test_mmdet_config_high_branch_reads_each_images_first_values(name):
     # MMDetection's released models: per image, the high branch's deformable conv reads the first
     # 18*h*w offset values and the first 9*h*w (sigmoid) mask values of level l's full-size maps,
     # as mmcv's kernel indexes offset[b] / mask[b] by raw pointer at the output size.
-    args = load_config(str(CONFIGS / name)).model.backbone.dyhead
+    args = _resolved_port(load_config(str(CONFIGS / name)).model.backbone.dyhead)
     assert args.offset_mode == "official"
     torch.manual_seed(0)
     block = DyHeadBlock(
@@ -400,7 +408,24 @@ def test_mmdet_config_high_branch_reads_each_images_first_values(name):
 
 
 def test_common_model_leaves_port_choices_unset():
-    # The shared pieces must not pick a port silently: a config that forgets fails to load.
+    # The shared pieces must not pick a port silently: a config that forgets fails to load. The
+    # port's four choices are one key now, model.backbone.dyhead.port (was: offset_mode etc.).
     path = CONFIGS / "common" / "models" / "atss_dyhead.py"
-    with pytest.raises(ConfigError, match="offset_mode"):
+    with pytest.raises(ConfigError, match=r"model\.backbone\.dyhead\.port"):
         load_config(str(path))
+
+
+def test_a_port_option_given_on_the_command_line_replaces_the_ports_value():
+    # The four options stay config keys: one of them overrides the preset's value alone.
+    name = "COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
+    overrides = ["model.backbone.dyhead.offset_mode=aligned", "model.backbone.dyhead.num_blocks=1"]
+    cfg = load_config(str(CONFIGS / name), overrides)
+    dyhead = instantiate(cfg.model.backbone.dyhead)
+    want = dict(PORTS["authors"], offset_mode="aligned")
+    assert {k: getattr(dyhead.port, k) for k in want} == want
+    assert dyhead.blocks[0].offset_mode == "aligned"
+    assert dyhead.blocks[0].conv_mid.conv.bias is not None  # the rest is still the authors'
+    # Without a port, all four are needed; the error names the missing ones.
+    cfg.model.backbone.dyhead.port = None
+    with pytest.raises(TypeError, match="missing: dcn_bias, zero_init_offset, init_style"):
+        instantiate(cfg.model.backbone.dyhead)

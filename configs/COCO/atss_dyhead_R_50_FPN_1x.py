@@ -29,13 +29,8 @@ model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
 model.backbone.size_divisibility = 32  # no padding to 128 in this setting
-# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
-# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
-# MMDetection's released weights were trained (see offset_modes.py).
-model.backbone.dyhead.offset_mode = "official"
-model.backbone.dyhead.dcn_bias = False
-model.backbone.dyhead.zero_init_offset = True
-model.backbone.dyhead.init_style = "mmdet"
+# MMDetection's DyHead as its released weights were trained (see dyhead_d2/layers/ports.py).
+model.backbone.dyhead.port = "mmdet_simple"
 model.head.pred_kernel_size = 3
 model.anchor_generator.offset = 0.0
 model.test_topk_by = "prob"

@@ -19,13 +19,8 @@ model.backbone.fpn.bottom_up.freeze_at = 2
 model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
     in_channels=256, out_channels=256, in_feature="p5"
 )
-# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
-# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
-# MMDetection's released weights were trained (see offset_modes.py).
-model.backbone.dyhead.offset_mode = "official"
-model.backbone.dyhead.dcn_bias = False
-model.backbone.dyhead.zero_init_offset = False  # "to follow official implementation"
-model.backbone.dyhead.init_style = "mmdet"
+# MMDetection's DyHead as its released weights were trained (see dyhead_d2/layers/ports.py).
+model.backbone.dyhead.port = "mmdet_repro"
 # Head: 1x1 predictors and anchor offset 0.5, as the authors (the common model's values).
 model.test_topk_by = "prob"
 # MMDetection clips decoded boxes to the image and drops empty ones before NMS.

@@ -22,10 +22,7 @@ model.backbone.fpn.bottom_up = L(SwinTransformer)(
     out_indices=(1, 2, 3),  # strides 8, 16, 32 (Detectron2 names them p1, p2, p3)
 )
 model.backbone.fpn.in_features = ["p1", "p2", "p3"]
-model.backbone.dyhead.offset_mode = "official"
-model.backbone.dyhead.dcn_bias = True
-model.backbone.dyhead.zero_init_offset = False
-model.backbone.dyhead.init_style = "authors"
+model.backbone.dyhead.port = "authors"
 model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"

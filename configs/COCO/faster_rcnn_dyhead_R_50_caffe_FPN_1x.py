@@ -26,10 +26,7 @@ from ..common.train import train
 backbone.fpn.bottom_up.out_features = ["res2", "res3", "res4", "res5"]
 backbone.fpn.in_features = ["res2", "res3", "res4", "res5"]
 backbone.fpn.top_block = L(LastLevelMaxPool)()
-backbone.dyhead.offset_mode = "official"
-backbone.dyhead.dcn_bias = True
-backbone.dyhead.zero_init_offset = False
-backbone.dyhead.init_style = "authors"
+backbone.dyhead.port = "authors"
 
 model = L(GeneralizedRCNN)(
     backbone=backbone,

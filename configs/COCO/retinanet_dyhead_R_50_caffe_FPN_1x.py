@@ -15,10 +15,7 @@ from ..common.models.dyhead_backbone import backbone
 from ..common.optim import SGD as optimizer
 from ..common.train import train
 
-backbone.dyhead.offset_mode = "official"
-backbone.dyhead.dcn_bias = True
-backbone.dyhead.zero_init_offset = False
-backbone.dyhead.init_style = "authors"
+backbone.dyhead.port = "authors"
 
 model = L(RetinaNet)(
     backbone=backbone,
