@@ -3,7 +3,7 @@ from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from dyhead_d2.layers import DyHead
-from dyhead_d2.modeling import DyHeadBackbone
+from dyhead_d2.modeling import DyHeadBackbone, LastLevelP6P7NoReLU
 
 # ResNet-50 (MSRA caffe style: stride in the 1x1 conv, FrozenBN, no stage frozen) + FPN on
 # res3-res5 with P6/P7 from the P5 output, then 6 DyHead blocks: the authors' backbone. The DyHead
@@ -37,3 +37,9 @@ backbone = L(DyHeadBackbone)(
         init_style=None,
     ),
 )
+
+
+def mmdet_top_block():
+    """MMDetection's P6/P7: on the P5 output, no ReLU before P7 (the authors' backbone above
+    has Detectron2's LastLevelP6P7, with the ReLU)."""
+    return L(LastLevelP6P7NoReLU)(in_channels=256, out_channels=256, in_feature="p5")
