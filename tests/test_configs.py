@@ -1,6 +1,7 @@
 """Every LazyConfig file loads, instantiates, runs, and states the published model's settings."""
 
 import math
+import runpy
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,13 @@ from . import needs_detectron2  # noqa: E402
 
 needs_detectron2()
 
-from detectron2.config import instantiate  # noqa: E402
+import detectron2  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.data.transforms import ResizeShortestEdge  # noqa: E402
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
 from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from dyhead_d2 import DyHeadBlock  # noqa: E402
 from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2  # noqa: E402
@@ -429,3 +432,28 @@ def test_a_port_option_given_on_the_command_line_replaces_the_ports_value():
     cfg.model.backbone.dyhead.port = None
     with pytest.raises(TypeError, match="missing: dcn_bias, zero_init_offset, init_style"):
         instantiate(cfg.model.backbone.dyhead)
+
+
+def test_retinanet_and_faster_rcnn_configs_are_detectron2s_own_models():
+    # Detectron2's common/models files, read from the installed package (no pkg_resources), with
+    # the DyHead backbone put in (and, for Faster R-CNN, the mask branch taken out).
+    zoo = Path(detectron2.__file__).resolve().parent / "model_zoo" / "configs" / "common" / "models"
+    for name, theirs, dropped in [
+        ("retinanet", "retinanet.py", ()),
+        ("faster_rcnn", "mask_rcnn_fpn.py", ("mask_in_features", "mask_pooler", "mask_head")),
+    ]:
+        ours = load_config(str(CONFIGS / f"COCO/{name}_dyhead_R_50_caffe_FPN_1x.py")).model
+        d2 = LazyConfig.load(str(zoo / theirs)).model
+        assert ours.backbone._target_.__name__ == "DyHeadBackbone"
+        for key in dropped:
+            assert key in d2.roi_heads and key not in ours.roi_heads
+            d2.roi_heads.pop(key)
+        ours.pop("backbone"), d2.pop("backbone")
+        plain = OmegaConf.to_container(ours), OmegaConf.to_container(d2)
+        assert {k: v for k, v in plain[0].items() if k in plain[1]} == plain[1], name
+
+
+def test_detectron2_config_names_a_missing_file():
+    load = runpy.run_path(str(CONFIGS / "common" / "detectron2_zoo.py"))["detectron2_config"]
+    with pytest.raises(FileNotFoundError, match="'common/models/nope.py' is not at .*model_zoo"):
+        load("common/models/nope.py")
