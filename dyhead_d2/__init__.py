@@ -12,7 +12,12 @@ detectron2.
 
 __version__ = "0.1.0"
 
-_TORCH_NAMES = {"DyHead": "layers", "DyHeadBlock": "layers", "DyReLU": "layers"}
+_TORCH_NAMES = {
+    "DyHead": "layers",
+    "DyHeadBlock": "layers",
+    "DyHeadPort": "layers",
+    "DyReLU": "layers",
+}
 _DETECTRON2_NAMES = {
     "ATSS": "modeling",
     "DyHeadBackbone": "modeling",

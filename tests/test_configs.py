@@ -1,6 +1,7 @@
 """Every LazyConfig file loads, instantiates, runs, and states the published model's settings."""
 
 import math
+import runpy
 from pathlib import Path
 
 import pytest
@@ -10,15 +11,18 @@ from . import needs_detectron2  # noqa: E402
 
 needs_detectron2()
 
-from detectron2.config import instantiate  # noqa: E402
+import detectron2  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.data.transforms import ResizeShortestEdge  # noqa: E402
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
 from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from dyhead_d2 import DyHeadBlock  # noqa: E402
 from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2  # noqa: E402
 from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
+from dyhead_d2.layers import resolve_port  # noqa: E402
 from dyhead_d2.modeling import ATSS, LastLevelP6P7NoReLU  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -256,10 +260,11 @@ def test_config_states_published_settings(name):
     assert list(cfg.model.pixel_mean) == mean and list(cfg.model.pixel_std) == std
     assert cfg.model.input_format == fmt == cfg.dataloader.train.mapper.image_format
     assert cfg.dataloader.evaluator._target_.__name__ == "COCOEvaluator"
-    # DyHead: the port's explicit choices.
+    # DyHead: the port's explicit choices (the config's port, resolved as DyHead resolves it).
     dyhead = cfg.model.backbone.dyhead
+    resolved = _resolved_port(dyhead)
     for key, value in PORTS[want["port"]].items():
-        assert dyhead[key] == value, key
+        assert getattr(resolved, key) == value, key
     assert dyhead.num_blocks == 6 and dyhead.in_channels == dyhead.out_channels == 256
     # ATSS specifics.
     if want["meta"] is ATSS:
@@ -277,6 +282,12 @@ def test_config_states_published_settings(name):
         assert m.max_detections_per_image == 100 and m.num_classes == 80
         # MMDetection clips boxes to the image (and drops empty ones) before NMS, the authors after.
         assert m.test_clip_before_nms is want["port"].startswith("mmdet")
+
+
+def _resolved_port(dyhead):
+    """The DyHead port a config's ``model.backbone.dyhead`` node builds."""
+    options = ("offset_mode", "dcn_bias", "zero_init_offset", "init_style")
+    return resolve_port(dyhead.port, **{k: dyhead[k] for k in options})
 
 
 def _instantiate_and_run(name):
@@ -365,7 +376,7 @@ def test_mmdet_config_high_branch_reads_each_images_first_values(name):
     # MMDetection's released models: per image, the high branch's deformable conv reads the first
     # 18*h*w offset values and the first 9*h*w (sigmoid) mask values of level l's full-size maps,
     # as mmcv's kernel indexes offset[b] / mask[b] by raw pointer at the output size.
-    args = load_config(str(CONFIGS / name)).model.backbone.dyhead
+    args = _resolved_port(load_config(str(CONFIGS / name)).model.backbone.dyhead)
     assert args.offset_mode == "official"
     torch.manual_seed(0)
     block = DyHeadBlock(
@@ -400,7 +411,49 @@ def test_mmdet_config_high_branch_reads_each_images_first_values(name):
 
 
 def test_common_model_leaves_port_choices_unset():
-    # The shared pieces must not pick a port silently: a config that forgets fails to load.
+    # The shared pieces must not pick a port silently: a config that forgets fails to load. The
+    # port's four choices are one key now, model.backbone.dyhead.port (was: offset_mode etc.).
     path = CONFIGS / "common" / "models" / "atss_dyhead.py"
-    with pytest.raises(ConfigError, match="offset_mode"):
+    with pytest.raises(ConfigError, match=r"model\.backbone\.dyhead\.port"):
         load_config(str(path))
+
+
+def test_a_port_option_given_on_the_command_line_replaces_the_ports_value():
+    # The four options stay config keys: one of them overrides the preset's value alone.
+    name = "COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
+    overrides = ["model.backbone.dyhead.offset_mode=aligned", "model.backbone.dyhead.num_blocks=1"]
+    cfg = load_config(str(CONFIGS / name), overrides)
+    dyhead = instantiate(cfg.model.backbone.dyhead)
+    want = dict(PORTS["authors"], offset_mode="aligned")
+    assert {k: getattr(dyhead.port, k) for k in want} == want
+    assert dyhead.blocks[0].offset_mode == "aligned"
+    assert dyhead.blocks[0].conv_mid.conv.bias is not None  # the rest is still the authors'
+    # Without a port, all four are needed; the error names the missing ones.
+    cfg.model.backbone.dyhead.port = None
+    with pytest.raises(TypeError, match="missing: dcn_bias, zero_init_offset, init_style"):
+        instantiate(cfg.model.backbone.dyhead)
+
+
+def test_retinanet_and_faster_rcnn_configs_are_detectron2s_own_models():
+    # Detectron2's common/models files, read from the installed package (no pkg_resources), with
+    # the DyHead backbone put in (and, for Faster R-CNN, the mask branch taken out).
+    zoo = Path(detectron2.__file__).resolve().parent / "model_zoo" / "configs" / "common" / "models"
+    for name, theirs, dropped in [
+        ("retinanet", "retinanet.py", ()),
+        ("faster_rcnn", "mask_rcnn_fpn.py", ("mask_in_features", "mask_pooler", "mask_head")),
+    ]:
+        ours = load_config(str(CONFIGS / f"COCO/{name}_dyhead_R_50_caffe_FPN_1x.py")).model
+        d2 = LazyConfig.load(str(zoo / theirs)).model
+        assert ours.backbone._target_.__name__ == "DyHeadBackbone"
+        for key in dropped:
+            assert key in d2.roi_heads and key not in ours.roi_heads
+            d2.roi_heads.pop(key)
+        ours.pop("backbone"), d2.pop("backbone")
+        plain = OmegaConf.to_container(ours), OmegaConf.to_container(d2)
+        assert {k: v for k, v in plain[0].items() if k in plain[1]} == plain[1], name
+
+
+def test_detectron2_config_names_a_missing_file():
+    load = runpy.run_path(str(CONFIGS / "common" / "detectron2_zoo.py"))["detectron2_config"]
+    with pytest.raises(FileNotFoundError, match="'common/models/nope.py' is not at .*model_zoo"):
+        load("common/models/nope.py")

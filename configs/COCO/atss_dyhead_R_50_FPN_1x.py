@@ -6,11 +6,12 @@ from detectron2.modeling.backbone import BasicStem, ResNet
 
 from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2
 from dyhead_d2.layers import FrozenStatsBatchNorm2d
-from dyhead_d2.modeling import LastLevelP6P7NoReLU
 
-from ..common.coco_schedule import multi_step_schedule
+from ..common.coco_schedule import epoch_schedule
 from ..common.data.coco import dataloader
+from ..common.data.inputs import use_imagenet_rgb_input
 from ..common.models.atss_dyhead import model
+from ..common.models.dyhead_backbone import mmdet_top_block
 from ..common.optim import SGD as optimizer
 from ..common.train import train
 
@@ -24,28 +25,17 @@ model.backbone.fpn.bottom_up = L(ResNet)(
     out_features=["res3", "res4", "res5"],
     freeze_at=2,
 )
-# MMDetection's FPN adds P6/P7 on the P5 output with no ReLU before P7.
-model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
-    in_channels=256, out_channels=256, in_feature="p5"
-)
+model.backbone.fpn.top_block = mmdet_top_block()  # P6/P7 on P5, no ReLU before P7
 model.backbone.size_divisibility = 32  # no padding to 128 in this setting
-# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
-# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
-# MMDetection's released weights were trained (see offset_modes.py).
-model.backbone.dyhead.offset_mode = "official"
-model.backbone.dyhead.dcn_bias = False
-model.backbone.dyhead.zero_init_offset = True
-model.backbone.dyhead.init_style = "mmdet"
+# MMDetection's DyHead as its released weights were trained (see dyhead_d2/layers/ports.py).
+model.backbone.dyhead.port = "mmdet_simple"
 model.head.pred_kernel_size = 3
 model.anchor_generator.offset = 0.0
 model.test_topk_by = "prob"
 # MMDetection clips decoded boxes to the image and drops empty ones before NMS.
 model.test_clip_before_nms = True
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
-model.input_format = "RGB"
+use_imagenet_rgb_input(model, dataloader)
 
-dataloader.train.mapper.image_format = "RGB"
 # This setting names no resize backend, so mmcv's default applies: OpenCV's bilinear (Detectron2
 # resizes with Pillow, which antialiases when it shrinks). Same sizes: 800 / 1333.
 dataloader.train.mapper.augmentations = [
@@ -57,10 +47,8 @@ dataloader.test.mapper.augmentations = [
 ]
 dataloader.train.total_batch_size = 16  # 4 GPUs x 4 images
 
-# 12 epochs of the 117,266 training images with annotations at 16 per batch (7,330 iterations
-# each), x0.1 after epochs 8 and 11, 500 warm-up iterations.
-MAX_ITER = 12 * 7330
-lr_multiplier = multi_step_schedule(MAX_ITER, (8 * 7330, 11 * 7330), warmup_iters=500)
+# 12 epochs, x0.1 after epochs 8 and 11, 500 warm-up iterations.
+MAX_ITER, lr_multiplier = epoch_schedule(12, (8, 11))
 optimizer.lr = 0.01
 
 # torchvision's ImageNet ResNet-50 (IMAGENET1K_V1), converted to Detectron2's layout on loading.

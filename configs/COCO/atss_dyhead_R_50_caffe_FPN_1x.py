@@ -6,10 +6,7 @@ from ..common.models.atss_dyhead import model
 from ..common.optim import SGD as optimizer
 from ..common.train import train
 
-model.backbone.dyhead.offset_mode = "official"  # the authors' CUDA kernel reading
-model.backbone.dyhead.dcn_bias = True
-model.backbone.dyhead.zero_init_offset = False
-model.backbone.dyhead.init_style = "authors"
+model.backbone.dyhead.port = "authors"  # as the authors' released weights were trained
 
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 train.max_iter = 90000

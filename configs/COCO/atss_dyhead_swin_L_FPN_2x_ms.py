@@ -4,11 +4,11 @@ import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import SwinTransformer
 
-from dyhead_d2.modeling import LastLevelP6P7NoReLU
-
-from ..common.coco_schedule import multi_step_schedule
+from ..common.coco_schedule import epoch_schedule
 from ..common.data.coco import dataloader
+from ..common.data.inputs import use_imagenet_rgb_input
 from ..common.models.atss_dyhead import model
+from ..common.models.dyhead_backbone import mmdet_top_block
 from ..common.optim import AdamW as optimizer
 from ..common.train import train
 
@@ -25,25 +25,15 @@ model.backbone.fpn.bottom_up = L(SwinTransformer)(
     out_indices=(1, 2, 3),
 )
 model.backbone.fpn.in_features = ["p1", "p2", "p3"]
-model.backbone.fpn.top_block = L(LastLevelP6P7NoReLU)(
-    in_channels=256, out_channels=256, in_feature="p5"
-)
-# Every released MMDetection passes the full-size offset and mask of level l to the high branch and
-# mmcv's kernel reads the first C*h*w values of each image's map: the authors' reading, with which
-# MMDetection's released weights were trained (see offset_modes.py).
-model.backbone.dyhead.offset_mode = "official"
-model.backbone.dyhead.dcn_bias = False
-model.backbone.dyhead.zero_init_offset = False  # MMDetection follows the authors here
-model.backbone.dyhead.init_style = "mmdet"
+model.backbone.fpn.top_block = mmdet_top_block()  # P6/P7 on P5, no ReLU before P7
+# MMDetection's DyHead as its released weights were trained (see dyhead_d2/layers/ports.py).
+model.backbone.dyhead.port = "mmdet_repro"
 model.test_topk_by = "prob"
 # MMDetection clips decoded boxes to the image and drops empty ones before NMS.
 model.test_clip_before_nms = True
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
-model.input_format = "RGB"
+use_imagenet_rgb_input(model, dataloader)
 
 # Shortest edge uniform in [480, 1200], longest at most 2000; test at 1200 / 2000.
-dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=(480, 1200), max_size=2000, sample_style="range"),
     L(T.RandomFlip)(horizontal=True),
@@ -61,10 +51,9 @@ optimizer.params.overrides = {
     "absolute_pos_embed": {"weight_decay": 0.0},
     "relative_position_bias_table": {"weight_decay": 0.0},
 }
-# 24 epochs (the 1x schedule over the dataset repeated twice) of 7,330 iterations of 16 images,
-# x0.1 after epochs 16 and 22, 500 warm-up iterations.
-MAX_ITER = 24 * 7330
-lr_multiplier = multi_step_schedule(MAX_ITER, (16 * 7330, 22 * 7330), warmup_iters=500)
+# 24 epochs (the 1x schedule over the dataset repeated twice), x0.1 after epochs 16 and 22, 500
+# warm-up iterations.
+MAX_ITER, lr_multiplier = epoch_schedule(24, (16, 22))
 
 train.init_checkpoint = (
     "https://github.com/SwinTransformer/storage/releases/download/v1.0.0/"

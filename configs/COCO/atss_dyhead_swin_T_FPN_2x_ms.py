@@ -5,6 +5,7 @@ from detectron2.modeling.backbone import SwinTransformer
 
 from ..common.coco_schedule import multi_step_schedule
 from ..common.data.coco import dataloader
+from ..common.data.inputs import use_imagenet_rgb_input
 from ..common.models.atss_dyhead import model
 from ..common.optim import AdamW as optimizer
 from ..common.train import train
@@ -22,15 +23,9 @@ model.backbone.fpn.bottom_up = L(SwinTransformer)(
     out_indices=(1, 2, 3),  # strides 8, 16, 32 (Detectron2 names them p1, p2, p3)
 )
 model.backbone.fpn.in_features = ["p1", "p2", "p3"]
-model.backbone.dyhead.offset_mode = "official"
-model.backbone.dyhead.dcn_bias = True
-model.backbone.dyhead.zero_init_offset = False
-model.backbone.dyhead.init_style = "authors"
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
-model.input_format = "RGB"
+model.backbone.dyhead.port = "authors"
+use_imagenet_rgb_input(model, dataloader)
 
-dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.augmentations[0].short_edge_length = tuple(range(640, 801, 32))
 dataloader.train.total_batch_size = 32
 

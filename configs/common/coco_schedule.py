@@ -1,3 +1,5 @@
+import math
+
 from detectron2.config import LazyCall as L
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
@@ -18,3 +20,16 @@ def multi_step_schedule(max_iter: int, steps: tuple[int, ...], warmup_iters: int
 
 # Detectron2's 1x: 90k iterations of 16 images, x0.1 at 60k and 80k, 1000 warm-up iterations.
 lr_multiplier_1x = multi_step_schedule(90000, (60000, 80000))
+
+
+# MMDetection counts epochs: the 117,266 train2017 images with annotations in batches of 16
+# (4 GPUs x 4 images), the last one partial, are 7,330 iterations.
+COCO_ITERS_PER_EPOCH = math.ceil(117266 / 16)
+
+
+def epoch_schedule(epochs: int, step_epochs: tuple[int, ...], warmup_iters: int = 500):
+    """``(max_iter, lr_multiplier)`` of MMDetection's epoch-based step schedule on COCO at 16
+    images per batch: x0.1 after each of ``step_epochs``, 500 warm-up iterations by default."""
+    max_iter = epochs * COCO_ITERS_PER_EPOCH
+    steps = tuple(e * COCO_ITERS_PER_EPOCH for e in step_epochs)
+    return max_iter, multi_step_schedule(max_iter, steps, warmup_iters)

@@ -51,10 +51,7 @@ model.backbone.dyhead.out_channels = FPN_CHANNELS
 # the AP (3 blocks + 2 head convs: AP 29.9; 2 + 1: AP 31.8; float32, 1000 steps), and float32
 # training on a 2-core AVX2-only CPU needs the smaller model to fit in the quickstart's minutes.
 model.backbone.dyhead.num_blocks = 2
-model.backbone.dyhead.offset_mode = "aligned"
-model.backbone.dyhead.dcn_bias = True
-model.backbone.dyhead.zero_init_offset = True  # stable start from scratch
-model.backbone.dyhead.init_style = "mmdet"
+model.backbone.dyhead.port = "new_training"  # aligned offsets, zero offset conv: from scratch
 model.head.in_channels = FPN_CHANNELS
 # One 3x3 conv (GroupNorm) before the predictors: from scratch and in 1000 steps the classifier
 # needs it (none: AP 18; two: AP 23, in an early tuning run at 256 px).

@@ -6,6 +6,7 @@ from .dyrelu import DyReLU, hard_sigmoid
 from .finite import NonFiniteError
 from .frozen_stats_bn import FrozenStatsBatchNorm2d
 from .offset_modes import OFFSET_MODES, read_high_branch_offset
+from .ports import INIT_STYLES, PORTS, DyHeadPort, resolve_port
 from .sampled_deform_conv import sampled_deform_conv
 
 __all__ = [
@@ -13,15 +14,19 @@ __all__ = [
     "DeformConvGN",
     "DyHead",
     "DyHeadBlock",
+    "DyHeadPort",
     "DyReLU",
     "FrozenStatsBatchNorm2d",
+    "INIT_STYLES",
     "ModulatedDeformConv",
     "NonFiniteError",
     "OFFSET_MODES",
+    "PORTS",
     "ScaleAttention",
     "check_pyramid",
     "hard_sigmoid",
     "modulated_deform_conv",
     "read_high_branch_offset",
+    "resolve_port",
     "sampled_deform_conv",
 ]

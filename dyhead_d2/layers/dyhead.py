@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deform_conv import ModulatedDeformConv, check_deform_impl, resolve_deform_impl
+from .deform_conv import ModulatedDeformConv, resolve_deform_impl
 from .dyrelu import DyReLU, hard_sigmoid
 from .fast_block import fused_block_forward
 from .finite import NonFiniteError, all_finite, describe_non_finite, find_non_finite
-from .offset_modes import check_offset_mode, read_high_branch_offset
+from .offset_modes import read_high_branch_offset
+from .ports import DyHeadPort, resolve_port
 
 __all__ = [
     "DyHead",
@@ -20,10 +21,7 @@ __all__ = [
     "ScaleAttention",
     "DeformConvGN",
     "check_pyramid",
-    "INIT_STYLES",
 ]
-
-INIT_STYLES = ("authors", "mmdet")
 
 # Offset and mask of a 3x3 DCNv2 with one deformable group: 9 (dy, dx) pairs + 9 modulation scalars.
 _OFFSET_CHANNELS = 18
@@ -125,16 +123,11 @@ class DyHeadBlock(nn.Module):
 
     Args:
         in_channels, out_channels: channels of the input and output levels.
-        offset_mode: how the high branch reads the finer level's offset and mask; see
-            :mod:`dyhead_d2.layers.offset_modes` ("official", "topleft", "aligned",
-            "mmdet_main_slice").
-        dcn_bias: whether the deformable convolutions have a bias (authors: True,
-            MMDetection: False).
-        zero_init_offset: initialise the offset/mask convolution to zero (MMDetection's simple
-            setting).
-        init_style: "authors" (PyTorch defaults for the offset conv and DyReLU, N(0, 0.01) for the
-            scale-attention conv) or "mmdet" (N(0, 0.01) for every plain convolution and DyReLU
-            layer).
+        port: the port's choices: a name in :data:`~dyhead_d2.layers.ports.PORTS` ("authors",
+            "mmdet_repro", "mmdet_simple", "new_training") or a
+            :class:`~dyhead_d2.layers.ports.DyHeadPort`.
+        offset_mode, dcn_bias, zero_init_offset, init_style: each replaces the port's value when
+            given; without ``port`` all four are required (see :class:`DyHeadPort`).
         norm_groups: GroupNorm groups after each deformable convolution.
         deform_impl: which modulated deformable convolution runs: ``"torchvision"``
             (``torchvision.ops.deform_conv2d``), ``"sampled"`` (gathers + matrix multiplies in
@@ -161,44 +154,53 @@ class DyHeadBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         *,
-        offset_mode: str,
-        dcn_bias: bool,
-        zero_init_offset: bool,
-        init_style: str,
+        port: str | DyHeadPort | None = None,
+        offset_mode: str | None = None,
+        dcn_bias: bool | None = None,
+        zero_init_offset: bool | None = None,
+        init_style: str | None = None,
         norm_groups: int = 16,
         deform_impl: str = "auto",
     ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.offset_mode = check_offset_mode(offset_mode)
-        self.deform_impl = check_deform_impl(deform_impl)
-        if init_style not in INIT_STYLES:
-            raise ValueError(
-                f"Unknown init_style {init_style!r}; expected one of {', '.join(INIT_STYLES)}"
-            )
+        self.port = resolve_port(
+            port,
+            owner=type(self).__name__,
+            offset_mode=offset_mode,
+            dcn_bias=dcn_bias,
+            zero_init_offset=zero_init_offset,
+            init_style=init_style,
+        )
+        self.deform_impl = deform_impl  # checked by the ModulatedDeformConvs below
         if out_channels % norm_groups != 0:
             raise ValueError(
                 f"DyHeadBlock: out_channels ({out_channels}) must be divisible by "
                 f"norm_groups ({norm_groups})"
             )
         self.offset_conv = nn.Conv2d(in_channels, _OFFSET_CHANNELS + _MASK_CHANNELS, 3, padding=1)
-        branch_args = (dcn_bias, norm_groups, deform_impl)
+        branch_args = (self.port.dcn_bias, norm_groups, deform_impl)
         self.conv_high = DeformConvGN(in_channels, out_channels, 1, *branch_args)
         self.conv_mid = DeformConvGN(in_channels, out_channels, 1, *branch_args)
         self.conv_low = DeformConvGN(in_channels, out_channels, 2, *branch_args)
         self.scale_attn = ScaleAttention(out_channels)
         self.task_attn = DyReLU(out_channels)
-        self._init_weights(init_style, zero_init_offset)
+        self._init_weights()
 
-    def _init_weights(self, init_style: str, zero_init_offset: bool) -> None:
+    @property
+    def offset_mode(self) -> str:
+        """How the high branch reads the finer level's offset and mask (``port.offset_mode``)."""
+        return self.port.offset_mode
+
+    def _init_weights(self) -> None:
         normal_init = [self.scale_attn.conv]
-        if init_style == "mmdet":
+        if self.port.init_style == "mmdet":
             normal_init += [self.offset_conv, self.task_attn.fc1, self.task_attn.fc2]
         for m in normal_init:
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
-        if zero_init_offset:
+        if self.port.zero_init_offset:
             nn.init.zeros_(self.offset_conv.weight)
             nn.init.zeros_(self.offset_conv.bias)
 
@@ -287,10 +289,13 @@ class DyHead(nn.Module):
 
     Takes the pyramid as a list of (N, in_channels, H_l, W_l) tensors ordered fine to coarse (any
     number of levels >= 1; each level half the previous one, rounded up) and returns a list of
-    (N, out_channels, H_l, W_l) tensors. The keyword arguments are those of :class:`DyHeadBlock`;
-    they have no defaults on purpose: each port made different choices and a config must say which
-    one it reproduces. ``deform_impl`` (default ``"auto"``) only picks how the deformable
-    convolutions are computed; see :class:`DyHeadBlock`.
+    (N, out_channels, H_l, W_l) tensors. The keyword arguments are those of :class:`DyHeadBlock`.
+    The port has no default on purpose: each port made different choices and a config must say
+    which one it reproduces, by name (``port="authors"``, see
+    :data:`~dyhead_d2.layers.ports.PORTS`) or with all four options; an option given with a port
+    replaces that port's value. It is resolved once, here, and every block gets the result.
+    ``deform_impl`` (default ``"auto"``) only picks how the deformable convolutions are computed;
+    see :class:`DyHeadBlock`.
     """
 
     def __init__(
@@ -299,10 +304,11 @@ class DyHead(nn.Module):
         out_channels: int,
         num_blocks: int = 6,
         *,
-        offset_mode: str,
-        dcn_bias: bool,
-        zero_init_offset: bool,
-        init_style: str,
+        port: str | DyHeadPort | None = None,
+        offset_mode: str | None = None,
+        dcn_bias: bool | None = None,
+        zero_init_offset: bool | None = None,
+        init_style: str | None = None,
         norm_groups: int = 16,
         deform_impl: str = "auto",
     ):
@@ -311,21 +317,30 @@ class DyHead(nn.Module):
             raise ValueError(f"DyHead needs num_blocks >= 1, got {num_blocks}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.offset_mode = check_offset_mode(offset_mode)
-        self.deform_impl = check_deform_impl(deform_impl)
+        self.port = resolve_port(
+            port,
+            owner=type(self).__name__,
+            offset_mode=offset_mode,
+            dcn_bias=dcn_bias,
+            zero_init_offset=zero_init_offset,
+            init_style=init_style,
+        )
+        self.deform_impl = deform_impl  # checked by the blocks' ModulatedDeformConvs
         self.blocks = nn.ModuleList(
             DyHeadBlock(
                 in_channels if i == 0 else out_channels,
                 out_channels,
-                offset_mode=offset_mode,
-                dcn_bias=dcn_bias,
-                zero_init_offset=zero_init_offset,
-                init_style=init_style,
+                port=self.port,
                 norm_groups=norm_groups,
                 deform_impl=deform_impl,
             )
             for i in range(num_blocks)
         )
+
+    @property
+    def offset_mode(self) -> str:
+        """How the blocks' high branches read the offset and mask (``port.offset_mode``)."""
+        return self.port.offset_mode
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         out = list(features)

@@ -5,6 +5,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from dyhead_d2.atss import ATSSHead
 from dyhead_d2.modeling import ATSS
 
+from ..data.inputs import constants
 from .dyhead_backbone import backbone
 
 # ATSS + DyHead in the authors' Detectron2 setting: no stacked head convs, 1x1 predictors, one
@@ -38,7 +39,7 @@ model = L(ATSS)(
     test_nms_thresh=0.6,
     test_clip_before_nms=False,  # the authors (and Detectron2) clip only after NMS
     max_detections_per_image=100,
-    pixel_mean=[103.530, 116.280, 123.675],
-    pixel_std=[1.0, 1.0, 1.0],
+    pixel_mean=constants.imagenet_bgr256_mean,  # the MSRA caffe weights' BGR input, std 1
+    pixel_std=constants.imagenet_bgr256_std,
     input_format="BGR",
 )

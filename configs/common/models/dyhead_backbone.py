@@ -3,11 +3,13 @@ from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from dyhead_d2.layers import DyHead
-from dyhead_d2.modeling import DyHeadBackbone
+from dyhead_d2.modeling import DyHeadBackbone, LastLevelP6P7NoReLU
 
 # ResNet-50 (MSRA caffe style: stride in the 1x1 conv, FrozenBN, no stage frozen) + FPN on
 # res3-res5 with P6/P7 from the P5 output, then 6 DyHead blocks: the authors' backbone. The DyHead
-# choices that differ between the ports are left '???': every model file must state them.
+# port (dyhead_d2.layers.ports.PORTS: "authors", "mmdet_repro", "mmdet_simple", "new_training") is
+# left '???': every model file must state it. The four options it sets stay None (the port's
+# value); set one to change that choice alone, e.g. model.backbone.dyhead.dcn_bias=True.
 backbone = L(DyHeadBackbone)(
     fpn=L(FPN)(
         bottom_up=L(ResNet)(
@@ -28,9 +30,16 @@ backbone = L(DyHeadBackbone)(
         in_channels=256,
         out_channels=256,
         num_blocks=6,
-        offset_mode="???",
-        dcn_bias="???",
-        zero_init_offset="???",
-        init_style="???",
+        port="???",
+        offset_mode=None,
+        dcn_bias=None,
+        zero_init_offset=None,
+        init_style=None,
     ),
 )
+
+
+def mmdet_top_block():
+    """MMDetection's P6/P7: on the P5 output, no ReLU before P7 (the authors' backbone above
+    has Detectron2's LastLevelP6P7, with the ReLU)."""
+    return L(LastLevelP6P7NoReLU)(in_channels=256, out_channels=256, in_feature="p5")
