@@ -16,7 +16,7 @@ _TORCH_NAMES = {"DyHead": "layers", "DyHeadBlock": "layers", "DyReLU": "layers"}
 _DETECTRON2_NAMES = {
     "ATSS": "modeling",
     "DyHeadBackbone": "modeling",
-    "Predictor": "engine.predictor",
+    "Predictor": "inference",
 }
 _LAZY = {**_TORCH_NAMES, **_DETECTRON2_NAMES}
 
