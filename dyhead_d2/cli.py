@@ -114,11 +114,11 @@ def run(
     (``ConfigError``, :class:`ToolError` or one of ``errors``) ends the run with one line
     ``PROG: error: ...`` on stderr and status 2, not a traceback.
     """
-    from .engine.config import ConfigError
-
     logging.basicConfig(
         level=logging.WARNING, format=log_format or f"{prog}: %(levelname)s: %(message)s"
     )
+    with upstream_warnings_silenced():
+        from .engine.config import ConfigError
     try:
         with upstream_warnings_silenced():
             status = work()
