@@ -11,7 +11,8 @@ A tool is a thin script over package functions, in the shape of Detectron2's ``t
         args = parser.parse_args(argv)
         return cli.run(PROG, lambda: work(args))
 
-This module imports neither torch nor detectron2 itself, so a tool's ``--help`` stays quick.
+This module imports neither torch nor detectron2 when it is imported (only :func:`run` and
+:func:`build_model` do, when called), so the parts of the package that need only torch can use it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from ._detectron2 import require_detectron2
 __all__ = [
     "REPO_ROOT",
     "ToolError",
-    "add_config_arguments",
     "add_overrides_argument",
     "build_model",
     "make_parser",
@@ -86,12 +86,6 @@ def make_parser(prog: str | None, doc: str, **kwargs) -> argparse.ArgumentParser
         formatter_class=argparse.RawDescriptionHelpFormatter,
         **kwargs,
     )
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--config-file FILE`` and the trailing ``key=value`` overrides (``opts``)."""
-    parser.add_argument("--config-file", required=required, metavar="FILE")
-    add_overrides_argument(parser)
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
