@@ -35,13 +35,9 @@ from pathlib import Path
 from dyhead_d2 import cli
 
 with cli.tool_imports("tools/demo.py"):
-    import torch
-    from detectron2.data.catalog import Metadata
-    from detectron2.structures import Boxes, Instances
     from PIL import Image
     from tqdm import tqdm
 
-    from dyhead_d2.deploy import OnnxPredictor
     from dyhead_d2.engine import load_config
     from dyhead_d2.inference import (
         DatasetIds,
@@ -54,6 +50,7 @@ with cli.tool_imports("tools/demo.py"):
         read_image,
         write_coco_results,
     )
+    from dyhead_d2.inference.onnx_model import OnnxModel
 
 PROG = "demo.py"
 
@@ -121,26 +118,6 @@ def output_names(images: list[str]) -> list[str]:
             )
         names[stem] = path
     return list(names)
-
-
-class OnnxModel:
-    """An exported model behind the interface ``run`` uses: ``predictor(bgr) -> Instances``."""
-
-    def __init__(self, path: str):
-        if not os.path.isfile(path):
-            raise InputError(f"--onnx {path!r} does not exist")
-        self.onnx = OnnxPredictor(path)
-        self.weights, self.device, self.dataset_name = path, "onnxruntime (CPU)", None
-        self.metadata = Metadata(thing_classes=self.onnx.class_names or None)
-
-    def __call__(self, image):
-        found = self.onnx(image, format="BGR")
-        return Instances(
-            found.image_size,
-            pred_boxes=Boxes(torch.from_numpy(found.boxes)),
-            scores=torch.from_numpy(found.scores),
-            pred_classes=torch.from_numpy(found.classes),
-        )
 
 
 def run(args: argparse.Namespace) -> None:
