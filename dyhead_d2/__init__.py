@@ -21,7 +21,7 @@ _TORCH_NAMES = {
 _DETECTRON2_NAMES = {
     "ATSS": "modeling",
     "DyHeadBackbone": "modeling",
-    "Predictor": "engine.predictor",
+    "Predictor": "inference",
 }
 _LAZY = {**_TORCH_NAMES, **_DETECTRON2_NAMES}
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dyhead_d2.atss import atss_assign
+from dyhead_d2.atss.reference import atss_assign_per_box as reference_assign
 
 
 def iou(a, b):
@@ -155,33 +156,6 @@ def test_degenerate_boxes_get_no_positives():
     point = [12.0, 12.0, 12.0, 12.0]
     matched = assign(level0 + [point], [16, 1], [point, good], topk=9)
     assert torch.equal(matched, torch.cat([torch.where(alone == 0, 1, -1), torch.tensor([-1])]))
-
-
-def reference_assign(anchors, per_level, gts, topk):
-    """The authors' algorithm one box at a time, with IoU and distances written out."""
-    ax1, ay1, ax2, ay2 = anchors.unbind(1)
-    acx, acy = (ax1 + ax2) / 2, (ay1 + ay2) / 2
-    best_iou = torch.full((len(anchors),), -1.0, dtype=torch.float64)
-    best_gt = torch.full((len(anchors),), -1, dtype=torch.int64)
-    for j, (x1, y1, x2, y2) in enumerate(gts):  # 0-dim tensors, in the anchors' precision
-        iw = (torch.minimum(ax2, x2) - torch.maximum(ax1, x1)).clamp(0)
-        ih = (torch.minimum(ay2, y2) - torch.maximum(ay1, y1)).clamp(0)
-        inter = iw * ih
-        ious = inter / ((ax2 - ax1) * (ay2 - ay1) + (x2 - x1) * (y2 - y1) - inter)
-        dist = ((acx - (x1 + x2) / 2) ** 2 + (acy - (y1 + y2) / 2) ** 2).sqrt()
-        cand, start = [], 0
-        for n in per_level:
-            k = min(topk, n)
-            cand += (dist[start : start + n].topk(k, largest=False).indices + start).tolist()
-            start += n
-        cand_ious = ious[cand]
-        thr = cand_ious.mean() + cand_ious.std()
-        for i in cand:
-            inside = min(acx[i] - x1, acy[i] - y1, x2 - acx[i], y2 - acy[i]) > 0.01
-            # Strictly greater: an earlier box keeps an exact tie.
-            if ious[i] >= thr and inside and ious[i] > best_iou[i]:
-                best_iou[i], best_gt[i] = ious[i], j
-    return best_gt
 
 
 def grid_anchors(sizes=((8, 8), (4, 4), (2, 2)), strides=(8, 16, 32), anchor_scale=4):

@@ -1,7 +1,6 @@
 """tools/convert_checkpoint.py: converts a tiny authors' file for a tiny config, refuses a broken
 one with every problem, and picks the config of each released checkpoint by default."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +15,17 @@ needs_detectron2()
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
+from dyhead_d2.checkpoint.release_configs import (  # noqa: E402
+    dcn_bias_overrides,
+    default_config,
+)
+from dyhead_d2.cli import build_model  # noqa: E402
 
 from .checkpoint_layouts import Randn, authors_tower_and_head  # noqa: E402
+from .tool_entry import load_tool, tool_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "convert_checkpoint.py"
+TOOL = tool_path("convert_checkpoint")
 
 # A LazyConfig of a tiny ATSS + DyHead (caffe-style ResNet, 32 channels, one block).
 TINY_CONFIG = """
@@ -32,10 +37,7 @@ model = tiny_atss_config(num_classes=3, num_blocks=1, bottom_up="resnet_caffe")
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_checkpoint")
 
 
 @pytest.fixture
@@ -150,26 +152,24 @@ def keys(*names):
         ),
     ],
 )
-def test_default_config_per_released_checkpoint(tool, source, state_dict, config):
-    assert tool.default_config(source, state_dict) == f"configs/COCO/{config}"
+def test_default_config_per_released_checkpoint(source, state_dict, config):
+    assert default_config(source, state_dict) == f"configs/COCO/{config}"
     assert (ROOT / "configs" / "COCO" / config).is_file()
 
 
-def test_mmdet_file_with_dcn_biases_builds_the_model_with_them(tool):
+def test_mmdet_file_with_dcn_biases_builds_the_model_with_them():
     sd = {
         "bbox_head.atss_cls.weight": torch.zeros(80, 256, 1, 1),
         "neck.1.dyhead_blocks.0.spatial_conv_mid.conv.weight": torch.zeros(256, 256, 3, 3),
     }
-    assert tool.dcn_bias_overrides("mmdet", sd, ["a=1"]) == ["a=1"]
+    assert dcn_bias_overrides("mmdet", sd, ["a=1"]) == ["a=1"]
     sd["neck.1.dyhead_blocks.0.spatial_conv_mid.conv.bias"] = torch.zeros(256)
-    opts = tool.dcn_bias_overrides("mmdet", sd, ["a=1"])
+    opts = dcn_bias_overrides("mmdet", sd, ["a=1"])
     assert opts == ["a=1", "model.backbone.dyhead.dcn_bias=True"]
     # The override builds the MMDetection config's DCNs with a bias, whose keys the file fills.
-    model = tool.build_model(
-        str(ROOT / "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x_mmdet.py"), opts[1:]
-    )
+    model = build_model(str(ROOT / "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x_mmdet.py"), opts[1:])
     assert model.backbone.dyhead.blocks[5].conv_high.conv.bias.shape == (256,)
     # A user's explicit choice is kept.
     explicit = ["model.backbone.dyhead.dcn_bias=False"]
-    assert tool.dcn_bias_overrides("mmdet", sd, explicit) == explicit
-    assert tool.dcn_bias_overrides("authors", sd, []) == []
+    assert dcn_bias_overrides("mmdet", sd, explicit) == explicit
+    assert dcn_bias_overrides("authors", sd, []) == []

@@ -29,7 +29,7 @@ from dyhead_d2.deploy import OnnxPredictor  # noqa: E402
 from dyhead_d2.deploy.export import ExportedDetector, export_onnx, sample_image  # noqa: E402
 from dyhead_d2.deploy.parity import compare_detections  # noqa: E402
 from dyhead_d2.engine import load_config  # noqa: E402
-from dyhead_d2.engine.predictor import read_image  # noqa: E402
+from dyhead_d2.inference import read_image  # noqa: E402
 
 from .tiny_quickstart import ROOT, tiny_model_fixture, tool_env  # noqa: E402, F401
 

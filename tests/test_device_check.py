@@ -1,4 +1,4 @@
-"""dyhead_d2.engine.device_check: the pieces of the GPU check, on small hand-made inputs."""
+"""dyhead_d2.benchmark.device_check: the pieces of the GPU check, on small hand-made inputs."""
 
 import warnings
 
@@ -13,7 +13,7 @@ needs_detectron2()
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 
-from dyhead_d2.engine import device_check as dc  # noqa: E402
+from dyhead_d2.benchmark import device_check as dc  # noqa: E402
 
 
 def detections(boxes, classes, scores):

@@ -1,4 +1,4 @@
-"""dyhead_d2.engine.drawing: boxes land where the detections are, with Detectron2's Visualizer
+"""dyhead_d2.inference.drawing: boxes land where the detections are, with Detectron2's Visualizer
 (needs OpenCV) and with the matplotlib fallback."""
 
 import numpy as np
@@ -11,7 +11,7 @@ needs_detectron2()
 
 from detectron2.structures import Boxes, Instances  # noqa: E402
 
-from dyhead_d2.engine.drawing import (  # noqa: E402
+from dyhead_d2.inference.drawing import (  # noqa: E402
     detection_labels,
     draw_detections,
     visualizer_available,

@@ -1,14 +1,11 @@
 """The sampled deformable convolution and the fused block against torchvision / the reference."""
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
 from dyhead_d2 import DyHead
+from dyhead_d2.benchmark.runner import main as benchmark_main
 from dyhead_d2.layers import OFFSET_MODES, modulated_deform_conv
 from dyhead_d2.layers.deform_conv import DEFORM_IMPLS, resolve_deform_impl
 from dyhead_d2.layers.sampled_deform_conv import gather_sum, sampled_deform_conv
@@ -288,19 +285,9 @@ def test_cuda_matches_cpu_reference_and_autocast(deform_impl):
         assert (o.float().cpu() - r).abs().max() < 0.05
 
 
-def _load_benchmark():
-    path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("dyhead_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_runs_on_tiny_sizes(capsys):
-    bench = _load_benchmark()
     argv = "--sizes 64x64 --levels 3 --channels 32 --blocks 1 --repeats 1 --warmup 0 --device cpu"
-    results = bench.main(argv.split() + ["--which", "a,b,e"])
+    results = benchmark_main(argv.split() + ["--which", "a,b,e"])
     text = capsys.readouterr().out
     assert "ratio reference / project" in text and "max abs diff of gradients" in text
     by_key = {r["benchmark"]: r for r in results}
@@ -314,9 +301,8 @@ def test_benchmark_runs_on_tiny_sizes(capsys):
 @pytest.mark.slow
 def test_benchmark_detector_inference_and_training_step(capsys):
     needs_detectron2()
-    bench = _load_benchmark()
     argv = "--which c,d --detector-size 128x192 --train-size 128x128 --repeats 1 --warmup 0"
-    results = bench.main(argv.split() + ["--device", "cpu"])
+    results = benchmark_main(argv.split() + ["--device", "cpu"])
     text = capsys.readouterr().out
     by_key = {r["benchmark"]: r for r in results}
     assert set(by_key) == {"c", "d"}, text

@@ -2,11 +2,8 @@
 deform_impls and the two devices agree, and every measured number is positive, so that device
 time is spent only on a script known to run."""
 
-import importlib.util
 import json
-import pathlib
 import re
-import sys
 
 import pytest
 import torch
@@ -15,8 +12,7 @@ from . import needs_detectron2
 
 needs_detectron2()
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "gpu_check.py"
+from dyhead_d2.benchmark.gpu_check import main as gpu_check_main  # noqa: E402
 
 EXPECTED = [
     "cuda tests",
@@ -37,15 +33,8 @@ EXPECTED = [
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("gpu_check_tool", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool
-    try:
-        spec.loader.exec_module(tool)
-        out = tmp_path_factory.mktemp("gpu_check") / "rows.json"
-        tool.main(["--device", "cpu", "--small", "--json", str(out)])
-    finally:
-        del sys.modules[spec.name]
+    out = tmp_path_factory.mktemp("gpu_check") / "rows.json"
+    gpu_check_main(["--device", "cpu", "--small", "--json", str(out)])
     return json.loads(out.read_text())
 
 

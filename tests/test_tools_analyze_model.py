@@ -1,9 +1,6 @@
 """tools/analyze_model.py: deformable convolutions are counted, by a formula checked here against
 the layer shapes; parameters are the model's; the neck / original-head comparison is printed."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 
@@ -14,31 +11,27 @@ needs_detectron2()
 from detectron2.config import instantiate  # noqa: E402
 from torchvision.ops import deform_conv2d  # noqa: E402
 
+from dyhead_d2.analysis.flops import module_flops  # noqa: E402
+from dyhead_d2.analysis.model_report import analyze  # noqa: E402
 from dyhead_d2.engine import load_config  # noqa: E402
-from dyhead_d2.engine.analysis import module_flops  # noqa: E402
 
 from .tiny_quickstart import QUICKSTART, ROOT, TINY_TOOLS  # noqa: E402
+from .tool_entry import load_tool  # noqa: E402
 
-TOOL = ROOT / "tools" / "analyze_model.py"
 SIZE = 256  # a synthetic image; a multiple of 128, so not padded: P3..P7 are 32x32 .. 2x2
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("analyze_model_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_tool("analyze_model")
 
 
 @pytest.fixture(scope="module")
-def tiny(tool, monkeypatch_module):
+def tiny(monkeypatch_module):
     monkeypatch_module.chdir(ROOT)
     monkeypatch_module.setenv("OMP_NUM_THREADS", "1")
     cfg = load_config(QUICKSTART, TINY_TOOLS)
-    report = tool.analyze(cfg, SIZE, SIZE)
+    report = analyze(cfg, SIZE, SIZE)
     return load_config(QUICKSTART, TINY_TOOLS), report
 
 

@@ -1,8 +1,5 @@
 """tools/compare_resize.py: per-image Pillow vs OpenCV pixel differences."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,15 +9,12 @@ needs_detectron2()
 
 from PIL import Image  # noqa: E402
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_resize.py"
+from .tool_entry import load_tool  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("compare_resize", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("compare_resize")
 
 
 def test_prints_each_image_and_size(tool, tmp_path, capsys):

@@ -1,7 +1,6 @@
 """tools/demo.py: the JSON holds the model's own detections in the dataset's ids, the picture has
 the image's size, and every user mistake is one line with exit status 2."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,18 +16,14 @@ needs_detectron2()
 from PIL import Image  # noqa: E402
 
 from .tiny_quickstart import ROOT, tiny_model_fixture, tool_env  # noqa: E402, F401
+from .tool_entry import load_tool, tool_path  # noqa: E402
 
-TOOL = ROOT / "tools" / "demo.py"
+TOOL = tool_path("demo")
 
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("demo_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_tool("demo")
 
 
 def base_args(tiny):

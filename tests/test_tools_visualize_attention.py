@@ -2,9 +2,7 @@
 weights, DyReLU coefficients, sampling locations) are those recomputed here from the first
 block's parameters and the FPN outputs; the recorder changes no result."""
 
-import importlib.util
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -21,20 +19,15 @@ from torchvision.ops import deform_conv2d  # noqa: E402
 from dyhead_d2 import DyHead  # noqa: E402
 from dyhead_d2.layers.recorder import DyHeadRecorder  # noqa: E402
 
-from .tiny_quickstart import ROOT, tiny_model_fixture  # noqa: E402, F401
+from .tiny_quickstart import tiny_model_fixture  # noqa: E402, F401
+from .tool_entry import load_tool  # noqa: E402
 
-TOOL = ROOT / "tools" / "visualize_attention.py"
 LEVELS = ("p3", "p4", "p5", "p6", "p7")
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("visualize_attention_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_tool("visualize_attention")
 
 
 def hard_sigmoid(z):

@@ -18,29 +18,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
-warnings.filterwarnings("ignore", "torch.meshgrid: in an upcoming release", UserWarning)
+from dyhead_d2 import cli
 
-from dyhead_d2._detectron2 import require_detectron2  # noqa: E402
+with cli.tool_imports("tools/compare_resize.py"):
+    import numpy as np
+    from detectron2.config import LazyCall as L
+    from detectron2.config import instantiate
+    from detectron2.data import transforms as T
+    from detectron2.evaluation import inference_on_dataset
+    from PIL import Image
 
-require_detectron2("tools/compare_resize.py")
+    from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2, resize_difference
+    from dyhead_d2.engine import load_config
 
-import numpy as np  # noqa: E402
-from detectron2.config import LazyCall as L  # noqa: E402
-from detectron2.config import instantiate  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
-from detectron2.evaluation import inference_on_dataset  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
-from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2, resize_difference  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
-from dyhead_d2.engine.config import resolve_device  # noqa: E402
+PROG = "compare_resize.py"
 
 
 def compare_images(paths: list[str], short_edges: list[int], max_size: int) -> None:
@@ -58,9 +51,7 @@ def compare_images(paths: list[str], short_edges: list[int], max_size: int) -> N
 
 def evaluate_both(config_file: str, opts: list[str], short_edge: int, max_size: int) -> None:
     cfg = load_config(config_file, opts)
-    cfg.train.device = resolve_device(cfg.train.get("device", "auto"))
-    model = instantiate(cfg.model).to(cfg.train.device).eval()
-    DyHeadCheckpointer(model).load(cfg.train.init_checkpoint)
+    model = cli.build_model(cfg, weights=True)
     aps = {}
     for name, aug in (("pillow", T.ResizeShortestEdge), ("cv2", ResizeShortestEdgeCV2)):
         cfg.dataloader.test.mapper.augmentations = [
@@ -76,24 +67,24 @@ def evaluate_both(config_file: str, opts: list[str], short_edge: int, max_size: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.make_parser(None, __doc__)
     parser.add_argument("--images", nargs="+", default=[], help="image files to resize both ways")
     parser.add_argument("--short-edge", type=int, nargs="+", default=[800])
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--config-file", help="evaluate this config's model with both resizers")
     parser.add_argument("--eval-short-edge", type=int, default=800)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
+    cli.add_overrides_argument(parser, "key=value config overrides")
     args = parser.parse_args(argv)
     if not args.images and not args.config_file:
         parser.error("give --images and/or --config-file")
-    logging.basicConfig(level=logging.WARNING)
+    return cli.run(PROG, lambda: run(args), log_format=logging.BASIC_FORMAT)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.images:
         compare_images(args.images, args.short_edge, args.max_size)
     if args.config_file:
         evaluate_both(args.config_file, args.opts, args.eval_short_edge, args.max_size)
-    return 0
 
 
 if __name__ == "__main__":

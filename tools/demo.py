@@ -28,50 +28,35 @@ matches no image, an unreadable image) end the run with a one-line error and exi
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-# Raised inside fvcore and detectron2 on this torch version, not by this project.
-warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
-warnings.filterwarnings("ignore", "torch.meshgrid: in an upcoming release", UserWarning)
+from dyhead_d2 import cli
 
-from dyhead_d2._detectron2 import require_detectron2  # noqa: E402
+with cli.tool_imports("tools/demo.py"):
+    from PIL import Image
+    from tqdm import tqdm
 
-require_detectron2("tools/demo.py")
-
-import torch  # noqa: E402
-from detectron2.data.catalog import Metadata  # noqa: E402
-from detectron2.structures import Boxes, Instances  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from dyhead_d2.deploy import OnnxPredictor  # noqa: E402
-from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
-from dyhead_d2.engine.drawing import draw_detections  # noqa: E402
-from dyhead_d2.engine.predictor import (  # noqa: E402
-    DatasetIds,
-    InputError,
-    Predictor,
-    coco_results,
-    find_images,
-    read_image,
-    write_coco_results,
-)
+    from dyhead_d2.engine import load_config
+    from dyhead_d2.inference import (
+        DatasetIds,
+        InputError,
+        Predictor,
+        class_name,
+        coco_results,
+        draw_detections,
+        find_images,
+        read_image,
+        write_coco_results,
+    )
+    from dyhead_d2.inference.onnx_model import OnnxModel
 
 PROG = "demo.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.make_parser(PROG, __doc__)
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--config-file", metavar="FILE")
     model.add_argument("--onnx", metavar="FILE", help="an exported model.onnx to run instead")
@@ -97,9 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="size of the pictures relative to the images (default 1)",
     )
-    parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, help="key=value overrides of the config, last"
-    )
+    cli.add_overrides_argument(parser)
     args = parser.parse_args(argv)
     # "--input a.jpg b.jpg key=value": the overrides after the inputs are not inputs.
     inputs = [x for x in args.input if "=" not in x or os.path.exists(x)]
@@ -114,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def summary(path: str, instances, class_names, shown: int = 5) -> str:
     items = [
-        f"{class_names[c] if class_names and c < len(class_names) else c} {s:.2f}"
+        f"{class_name(class_names, c)} {s:.2f}"
         for c, s in zip(instances.pred_classes.tolist(), instances.scores.tolist())
     ]
     more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
@@ -135,26 +118,6 @@ def output_names(images: list[str]) -> list[str]:
             )
         names[stem] = path
     return list(names)
-
-
-class OnnxModel:
-    """An exported model behind the interface ``run`` uses: ``predictor(bgr) -> Instances``."""
-
-    def __init__(self, path: str):
-        if not os.path.isfile(path):
-            raise InputError(f"--onnx {path!r} does not exist")
-        self.onnx = OnnxPredictor(path)
-        self.weights, self.device, self.dataset_name = path, "onnxruntime (CPU)", None
-        self.metadata = Metadata(thing_classes=self.onnx.class_names or None)
-
-    def __call__(self, image):
-        found = self.onnx(image, format="BGR")
-        return Instances(
-            found.image_size,
-            pred_boxes=Boxes(torch.from_numpy(found.boxes)),
-            scores=torch.from_numpy(found.scores),
-            pred_classes=torch.from_numpy(found.classes),
-        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -194,13 +157,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
-    try:
-        run(args)
-    except (ConfigError, InputError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(PROG, lambda: run(args), errors=(InputError,))
 
 
 if __name__ == "__main__":

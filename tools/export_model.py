@@ -21,28 +21,14 @@ a one-line error and exit status 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-# Raised inside fvcore and detectron2 on this torch version, not by this project.
-warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
-warnings.filterwarnings("ignore", "torch.meshgrid: in an upcoming release", UserWarning)
+from dyhead_d2 import cli
 
-from dyhead_d2._detectron2 import require_detectron2  # noqa: E402
-
-require_detectron2("tools/export_model.py")
-
-from dyhead_d2.deploy.export import (  # noqa: E402
-    MIN_OPSET,
-    ExportError,
-    describe_onnx,
-    export_onnx,
-)
-from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
+with cli.tool_imports("tools/export_model.py"):
+    from dyhead_d2.deploy.export import MIN_OPSET, ExportError, describe_onnx, export_onnx
+    from dyhead_d2.engine import load_config
 
 PROG = "export_model.py"
 
@@ -56,11 +42,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.make_parser(PROG, __doc__)
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=["onnx"], default="onnx")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
@@ -77,9 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip running the file with onnxruntime on the sample image",
     )
-    parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, help="key=value overrides of the config, last"
-    )
+    cli.add_overrides_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -106,13 +86,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
-    try:
-        run(args)
-    except (ConfigError, ExportError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(PROG, lambda: run(args), errors=(ExportError,))
 
 
 if __name__ == "__main__":

@@ -195,10 +195,6 @@ class SyntheticObject:
         return int(self.visible.sum())
 
     @property
-    def visible_fraction(self) -> float:
-        return self.area / int(self.mask.sum())
-
-    @property
     def bbox(self) -> list[int]:
         """Tight COCO ``[x, y, w, h]`` box of the visible pixels, in whole pixels."""
         ys, xs = np.nonzero(self.visible)

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from ..engine.predictor import Predictor
+from ..inference.predictor import Predictor
 from ..layers.deform_conv import resolve_deform_impl
 from .metadata import METADATA_KEYS, OUTPUT_NAMES, resize_spec
 from .parity import Parity, compare_detections

@@ -73,8 +73,10 @@ def compare_detections(
     max_detections: int | None = None,
     nms_thresh: float | None = None,
     iou_tol: float = 1e-3,
+    min_iou: float | None = None,
 ) -> Parity:
-    """Pair the detections ``(boxes (N, 4), scores (N,), classes (N,))`` of two runs."""
+    """Pair the detections ``(boxes (N, 4), scores (N,), classes (N,))`` of two runs; with
+    ``min_iou``, a pair must also overlap by at least that IoU."""
     boxes_a, scores_a, classes_a = (np.asarray(x) for x in first)
     boxes_b, scores_b, classes_b = (np.asarray(x) for x in second)
     used = np.zeros(len(scores_b), dtype=bool)
@@ -84,6 +86,8 @@ def compare_detections(
         d_box = np.abs(boxes_b - boxes_a[i]).max(axis=1) if len(boxes_b) else np.zeros(0)
         d_score = np.abs(scores_b - scores_a[i])
         fits = (~used) & (classes_b == classes_a[i]) & (d_box <= box_tol) & (d_score <= score_tol)
+        if min_iou is not None and len(boxes_b):
+            fits &= _iou(boxes_a[i], boxes_b) >= min_iou
         if not fits.any():
             unmatched_a.append(int(i))
             continue

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["detection_labels", "draw_detections", "visualizer_available"]
+__all__ = ["class_name", "detection_labels", "draw_detections", "visualizer_available"]
 
 
 def visualizer_available() -> bool:
@@ -31,13 +31,17 @@ def visualizer_available() -> bool:
     return True
 
 
+def class_name(class_names: Sequence[str] | None, index: int) -> str:
+    """The name of contiguous class ``index``, or the index itself where there is no name."""
+    return class_names[index] if class_names and index < len(class_names) else str(index)
+
+
 def detection_labels(instances: Instances, class_names: Sequence[str] | None) -> list[str]:
     """ "name 87%" for each detection (the class index where there are no names)."""
-    labels = []
-    for c, s in zip(instances.pred_classes.tolist(), instances.scores.tolist()):
-        name = class_names[c] if class_names and c < len(class_names) else str(c)
-        labels.append(f"{name} {s:.0%}")
-    return labels
+    return [
+        f"{class_name(class_names, c)} {s:.0%}"
+        for c, s in zip(instances.pred_classes.tolist(), instances.scores.tolist())
+    ]
 
 
 def _class_colors(classes: Sequence[int]) -> list[np.ndarray]:

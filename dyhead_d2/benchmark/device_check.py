@@ -24,11 +24,9 @@ import gc
 import itertools
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -40,10 +38,11 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
-from torchvision.ops import box_iou
 
+from ..deploy.parity import compare_detections as pair_detections
+from ..engine.train_utils import build_trainer
 from ..layers.deform_conv import resolve_deform_impl
-from .train_utils import build_trainer
+from .timing import Measured, measure
 
 __all__ = [
     "CUDA_TESTS",
@@ -164,7 +163,7 @@ def cuda_test_rows(root: str, timeout: float = 300.0) -> list[Row]:
     return [
         Row(
             "cuda tests",
-            f"pytest on dyhead_d2.engine.device_check.CUDA_TESTS (exit {s.returncode})",
+            f"pytest on dyhead_d2.benchmark.device_check.CUDA_TESTS (exit {s.returncode})",
             s.passed,
             "passed",
             "all pass",
@@ -217,39 +216,6 @@ def spread_class_logits(
 # ----------------------------------------------------------------------------------------------
 # Timing
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Measured:
-    seconds: float  # median over the timed repeats
-    peak_bytes: int | None  # torch.cuda.max_memory_allocated over them; None on other devices
-    note: str = ""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> Measured:
-    """Median wall time of ``fn()`` after ``warmup`` untimed calls, and the absolute peak of
-    allocated device memory during the timed calls (what is resident counts: weights, optimizer
-    state), as MMDetection's logger reports it."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return Measured(statistics.median(times), peak)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -317,30 +283,23 @@ def measure_inference(
 
 
 def compare_detections(a: Instances, b: Instances, min_iou: float = 0.5) -> tuple[float, int, int]:
-    """Pair each detection of ``a`` (by descending score) with the unpaired detection of ``b`` of
-    the same class that overlaps it most (IoU >= ``min_iou``).
+    """Pair each detection of ``a`` (by descending score) with an unpaired detection of ``b`` of
+    the same class that overlaps it (IoU >= ``min_iou``), the nearest one.
 
     Returns (largest |coordinate difference| in pixels over the pairs, number of pairs, number of
     detections of either side left unpaired). Pairing, rather than comparing in order, keeps two
-    detections whose scores tie to rounding from reading as a difference of a whole box.
+    detections whose scores tie to rounding from reading as a difference of a whole box. The
+    pairing is :func:`dyhead_d2.deploy.parity.compare_detections`'s, with no tolerance on the
+    coordinates and scores (what is measured here is how far they are apart).
     """
-    boxes_a, boxes_b = a.pred_boxes.tensor.double().cpu(), b.pred_boxes.tensor.double().cpu()
-    cls_a, cls_b = a.pred_classes.cpu(), b.pred_classes.cpu()
-    iou = box_iou(boxes_a, boxes_b)
-    iou[cls_a[:, None] != cls_b[None, :]] = -1.0
-    free = torch.ones(len(b), dtype=torch.bool)
-    worst, pairs = 0.0, 0
-    for i in a.scores.cpu().argsort(descending=True).tolist():
-        if not free.any():
-            break
-        overlap = torch.where(free, iou[i], torch.full_like(iou[i], -1.0))
-        j = int(overlap.argmax())
-        if overlap[j] < min_iou:
-            continue
-        free[j] = False
-        pairs += 1
-        worst = max(worst, (boxes_a[i] - boxes_b[j]).abs().max().item())
-    return worst, pairs, len(a) + len(b) - 2 * pairs
+
+    def arrays(x: Instances):
+        boxes = x.pred_boxes.tensor.detach().double().cpu().numpy()
+        return boxes, x.scores.detach().double().cpu().numpy(), x.pred_classes.cpu().numpy()
+
+    inf = float("inf")
+    parity = pair_detections(arrays(a), arrays(b), box_tol=inf, score_tol=inf, min_iou=min_iou)
+    return parity.max_box_diff, parity.matched, len(a) + len(b) - 2 * parity.matched
 
 
 # ----------------------------------------------------------------------------------------------
