@@ -1,6 +1,7 @@
 """tools/convert_checkpoint.py: converts a tiny authors' file for a tiny config, refuses a broken
 one with every problem, and picks the config of each released checkpoint by default."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_cli_converts_a_tiny_authors_file(tiny, tmp_path):
             str(out),
         ],
         cwd=ROOT,
+        # The tiny config imports this test package; the tool itself needs only the installed one.
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
         capture_output=True,
         text=True,
         timeout=300,
