@@ -270,3 +270,20 @@ def test_gather_export_refuses_torchvision_with_what_to_set():
             check_exportable(model, "gather")
     with pytest.raises(ExportError, match="unknown deform_op 'Conv'"):
         check_exportable(model, "Conv")
+
+
+def test_onnx_predictor_says_when_onnxruntime_lacks_deform_conv(tmp_path, monkeypatch):
+    """onnxruntime < 1.25 has no DeformConv kernel: the error says what to do instead."""
+    from dyhead_d2.deploy import OnnxPredictor
+
+    def session(*args, **kwargs):  # what onnxruntime 1.24 raises for the default export
+        raise RuntimeError(
+            "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for "
+            "DeformConv(19) node with name '/model/DeformConv'"
+        )
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"")
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with pytest.raises(RuntimeError, match="upgrade onnxruntime.*--deform-op gather"):
+        OnnxPredictor(path)

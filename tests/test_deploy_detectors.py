@@ -263,3 +263,53 @@ def test_r50_reproduction_parity_at_800x1216(tmp_path, deform_op):
     assert len(found) >= 10
     assert parity.ok, parity
     print(f"R-50 800x1216 onnxruntime ({deform_op}) vs PyTorch: {parity}")
+
+
+def _lively_retinanet(model) -> None:
+    """Random RetinaNet weights that detect: a Kaiming-initialised classification tower (its
+    default N(0, 0.01) shrinks the features to nothing) and a sharper classifier."""
+    for m in model.head.cls_subnet:
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight)
+    model.head.cls_score.weight.mul_(10.0)
+    model.head.cls_score.bias.fill_(-5.0)
+
+
+def _lively_faster_rcnn(model) -> None:
+    """A sharper softmax classifier, so that random boxes pass the 0.05 score threshold (x8:
+    much sharper, x20, turns float rounding into score differences above 1e-4)."""
+    model.roi_heads.box_predictor.cls_score.weight.mul_(8.0)
+
+
+@pytest.mark.parametrize(
+    "config, make_lively",
+    [
+        ("configs/COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py", _lively_retinanet),
+        ("configs/COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py", _lively_faster_rcnn),
+    ],
+    ids=["retinanet", "faster_rcnn"],
+)
+def test_retinanet_and_faster_rcnn_parity(tmp_path, config, make_lively):
+    """The other meta-architectures export through the same path (DeformConv) and give PyTorch's
+    detections on an image of another size than the traced one."""
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        make_lively(model)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("w")
+    cfg.train.init_checkpoint = str(tmp_path / "w.pth")
+    export = export_onnx(cfg, tmp_path / "model.onnx", sample_size=(256, 384), verify=False)
+    assert export.metadata["dyhead_d2.meta_architecture"] == type(model).__name__
+    session = ort.InferenceSession(export.path, providers=["CPUExecutionProvider"])
+    image = sample_image((384, 544), seed=1)
+    with torch.no_grad():
+        expected = [t.numpy() for t in ExportedDetector(model)(image)]
+    got = session.run(None, {"image": image.numpy()})
+    nms = getattr(model, "test_nms_thresh", None)
+    if nms is None:
+        nms = model.roi_heads.box_predictor.test_nms_thresh
+    parity = compare_detections(expected, got, max_detections=100, nms_thresh=nms)
+    print(f"{type(model).__name__} 384x544 onnxruntime vs PyTorch: {parity}")
+    assert len(expected[1]) >= 5
+    assert parity.ok, parity
