@@ -15,9 +15,10 @@ Pillow) and ``tools/demo.py --onnx`` use them. ``--deform-op`` picks how DyHead'
 convolutions are written: ``DeformConv`` (default; ONNX's own op, opset 19, onnxruntime >= 1.25
 runs it natively, the faster file) or ``gather`` (gathers and matrix products, opset 17, for
 runtimes without DeformConv; needs ``deform_impl="sampled"`` or ``"auto"``). (``torch.export``
-cannot capture the detector yet: Detectron2's padding and the candidate selection have
-data-dependent sizes it refuses; hence ONNX only.) Mistakes end the run with a one-line error and
-exit status 2.
+cannot capture the detector yet: with a dynamic H and W, Detectron2's padding turns the sizes
+into data-dependent symbols, and the export stops at the first data-dependent Python branch, the
+model's check that the image is finite; hence ONNX only.) Mistakes end the run with a one-line
+error and exit status 2.
 """
 
 from __future__ import annotations
