@@ -1,5 +1,6 @@
-"""dyhead_d2.deploy: ONNX export of the sampled DyHead (every offset mode), the numpy-only
-predictor's resizing and coordinates, the parity check, and the export's clear errors.
+"""dyhead_d2.deploy: ONNX export of DyHead (every offset mode, both ways of writing the deformable
+convolution: ONNX DeformConv and the sampled gathers), the numpy-only predictor's resizing and
+coordinates, the parity check, and the export's clear errors.
 
 The full detectors' parity (quickstart at several sizes, R-50 at 800x1216) is in
 test_deploy_detectors.py (slow)."""
@@ -52,15 +53,18 @@ class PyramidDyHead(torch.nn.Module):
         return tuple(self.dyhead(levels))
 
 
-def export(module, example, path, names=("x",)):
-    with warnings.catch_warnings():
+def export(module, example, path, deform_op, names=("x",)):
+    needs_detectron2()  # dyhead_d2.deploy.export builds detectors with detectron2
+    from dyhead_d2.deploy.export import DEFORM_OPS, deform_conv_export
+
+    with warnings.catch_warnings(), deform_conv_export(module, deform_op):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (example,),
             str(path),
             dynamo=False,
-            opset_version=17,
+            opset_version=DEFORM_OPS[deform_op],
             input_names=list(names),
             dynamic_axes={names[0]: {2: "h", 3: "w"}},
         )
@@ -68,25 +72,37 @@ def export(module, example, path, names=("x",)):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+DEFORM_OPS = ("DeformConv", "gather")
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """offset_mode -> (the PyTorch module, onnxruntime session of its export at 16x24)."""
+    """(deform_op, offset_mode) -> (the PyTorch module, onnxruntime session of its export at
+    16x24, the file)."""
     out = {}
-    for mode in OFFSET_MODES:
-        torch.manual_seed(0)  # the same weights for every mode
-        model = PyramidDyHead(mode).eval()
-        path = tmp_path_factory.mktemp("dyhead_onnx") / f"{mode}.onnx"
-        out[mode] = model, export(model, torch.randn(1, 8, 16, 24), path), path
+    for deform_op in DEFORM_OPS:
+        for mode in OFFSET_MODES:
+            torch.manual_seed(0)  # the same weights for every mode
+            model = PyramidDyHead(mode).eval()
+            path = tmp_path_factory.mktemp("dyhead_onnx") / f"{deform_op}_{mode}.onnx"
+            session = export(model, torch.randn(1, 8, 16, 24), path, deform_op)
+            assert all(b.deform_impl == "sampled" for b in model.dyhead.blocks)  # restored
+            out[deform_op, mode] = model, session, path
     return out
 
 
+@pytest.mark.parametrize("deform_op", DEFORM_OPS)
 @pytest.mark.parametrize("offset_mode", OFFSET_MODES)
-def test_sampled_dyhead_exports_for_every_offset_mode(offset_mode, exported):
-    model, session, path = exported[offset_mode]
+def test_dyhead_exports_for_every_offset_mode(deform_op, offset_mode, exported):
+    model, session, path = exported[deform_op, offset_mode]
     graph = onnx.load(str(path)).graph
     assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
-    ops = {n.op_type for n in graph.node}
-    assert "Loop" not in ops and "Gather" in ops  # the gather-sum is Gather + MatMul
+    ops = [n.op_type for n in graph.node]
+    assert "Loop" not in ops
+    if deform_op == "DeformConv":  # one per level and branch: 3 mid, 2 low, 2 high
+        assert ops.count("DeformConv") == 7
+    else:  # the gather-sum is Gather + MatMul
+        assert "DeformConv" not in ops and "Gather" in ops
     # Other sizes than the traced one, odd ones too (where "official" reads scrambled rows).
     for size in [(16, 24), (13, 19), (21, 10), (7, 7)]:
         x = torch.randn(1, 8, *size)
@@ -98,10 +114,11 @@ def test_sampled_dyhead_exports_for_every_offset_mode(offset_mode, exported):
             np.testing.assert_allclose(g, e.numpy(), atol=1e-4, rtol=1e-4, err_msg=f"{size}")
 
 
-def test_offset_modes_differ_in_the_exported_graphs(exported):
+@pytest.mark.parametrize("deform_op", DEFORM_OPS)
+def test_offset_modes_differ_in_the_exported_graphs(deform_op, exported):
     """The export follows the mode: the same weights give other outputs per mode."""
     x = torch.randn(1, 8, 13, 19).numpy()
-    outs = {mode: session.run(None, {"x": x})[0] for mode, (_, session, _) in exported.items()}
+    outs = {mode: exported[deform_op, mode][1].run(None, {"x": x})[0] for mode in OFFSET_MODES}
     assert np.abs(outs["official"] - outs["topleft"]).max() > 1e-3
     assert np.abs(outs["aligned"] - outs["topleft"]).max() > 1e-3
     assert np.abs(outs["mmdet_main_slice"] - outs["official"]).max() > 1e-3
@@ -182,7 +199,54 @@ def test_compare_detections():
     assert not compare_detections(e2, g, nms_thresh=0.5, max_detections=3).ok
 
 
-def test_torchvision_deform_impl_is_refused_with_what_to_set():
+def test_deform_conv_symbolic_is_torchvisions_op(tmp_path):
+    """torchvision's deform_conv2d -> DeformConv with stride, padding, dilation, weight groups
+    and offset groups as given, with and without a mask, against torchvision itself; some
+    samples fall exactly on pixels, many outside the image."""
+    needs_detectron2()
+    import torchvision
+
+    from dyhead_d2.deploy.export import deform_conv_export
+
+    class Op(torch.nn.Module):
+        def __init__(self, use_mask: bool, **kwargs):
+            super().__init__()
+            self.use_mask, self.kwargs = use_mask, kwargs
+
+        def forward(self, x, offset, mask, weight, bias):
+            mask = mask if self.use_mask else None
+            return torchvision.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **self.kwargs)
+
+    g = torch.Generator().manual_seed(0)
+    cases = [  # (use_mask, conv arguments, weight groups, offset groups)
+        (True, dict(stride=1, padding=1), 1, 1),
+        (True, dict(stride=2, padding=1), 1, 1),
+        (False, dict(stride=(1, 2), padding=(2, 0), dilation=(2, 1)), 1, 1),
+        (True, dict(stride=1, padding=1), 2, 2),
+    ]
+    names = ["x", "offset", "mask", "weight", "bias"]
+    for i, (use_mask, kwargs, groups, offset_groups) in enumerate(cases):
+        op = Op(use_mask, **kwargs)
+        x = torch.randn(1, 4, 9, 11, generator=g)
+        weight = torch.randn(6, 4 // groups, 3, 3, generator=g)
+        ho, wo = F.conv2d(x, weight, groups=groups, **kwargs).shape[-2:]
+        offset = 4 * torch.randn(1, 18 * offset_groups, ho, wo, generator=g)
+        offset[:, :4] = offset[:, :4].round()  # integer offsets: samples exactly on pixels
+        mask = torch.rand(1, 9 * offset_groups, ho, wo, generator=g)
+        args = (x, offset, mask, weight, torch.randn(6, generator=g))
+        path = str(tmp_path / f"op{i}.onnx")
+        with warnings.catch_warnings(), deform_conv_export(op):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(op, args, path, dynamo=False, opset_version=19, input_names=names)
+        assert [n.op_type for n in onnx.load(path).graph.node] == ["DeformConv"], kwargs
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        used = {i.name for i in session.get_inputs()}  # without a mask: no mask input
+        feed = {n: a.numpy() for n, a in zip(names, args) if n in used}
+        got = session.run(None, feed)[0]
+        np.testing.assert_allclose(got, op(*args).numpy(), atol=1e-4, err_msg=str(kwargs))
+
+
+def test_gather_export_refuses_torchvision_with_what_to_set():
     needs_detectron2()
     from dyhead_d2.deploy.export import ExportError, check_exportable
 
@@ -198,8 +262,28 @@ def test_torchvision_deform_impl_is_refused_with_what_to_set():
             norm_groups=4,
             deform_impl=impl,
         )
+        check_exportable(model, "DeformConv")  # exports every implementation
         if not refused:
-            check_exportable(model)
+            check_exportable(model, "gather")
             continue
-        with pytest.raises(ExportError, match="deform_impl=sampled"):
-            check_exportable(model)
+        with pytest.raises(ExportError, match="deform_impl=sampled.*'DeformConv'"):
+            check_exportable(model, "gather")
+    with pytest.raises(ExportError, match="unknown deform_op 'Conv'"):
+        check_exportable(model, "Conv")
+
+
+def test_onnx_predictor_says_when_onnxruntime_lacks_deform_conv(tmp_path, monkeypatch):
+    """onnxruntime < 1.25 has no DeformConv kernel: the error says what to do instead."""
+    from dyhead_d2.deploy import OnnxPredictor
+
+    def session(*args, **kwargs):  # what onnxruntime 1.24 raises for the default export
+        raise RuntimeError(
+            "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for "
+            "DeformConv(19) node with name '/model/DeformConv'"
+        )
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"")
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with pytest.raises(RuntimeError, match="upgrade onnxruntime.*--deform-op gather"):
+        OnnxPredictor(path)

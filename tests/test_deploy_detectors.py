@@ -1,7 +1,8 @@
 """Exported detectors give PyTorch's detections: the quickstart model (random, lively weights) at
-several image sizes through tools/export_model.py, OnnxPredictor in original coordinates (also in
-a process without torch), demo.py --onnx, dyhead_d2.Predictor; and the R-50 reproduction model
-(random weights, biased classifier) at 800x1216. Slow: each export traces a whole detector."""
+several image sizes through tools/export_model.py (both --deform-op), OnnxPredictor in original
+coordinates (also in a process without torch), demo.py --onnx, dyhead_d2.Predictor; and the R-50
+reproduction model (random weights, biased classifier) at 800x1216 (both deform ops). Slow: each
+export traces a whole detector."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from . import needs_detectron2
 
 needs_detectron2()
 
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
@@ -54,35 +56,56 @@ def instances_as_arrays(instances):
     )
 
 
+DEFORM_OPS = ("DeformConv", "gather")
+
+
 @pytest.fixture(scope="module")
-def tiny_onnx(tiny_model, tmp_path_factory):
-    """(model.onnx of the tiny quickstart written by tools/export_model.py, its stdout)."""
-    out_dir = tmp_path_factory.mktemp("tiny_onnx")
-    tool = load_tool("export_model")
-    stdout = io.StringIO()
-    args = ["--config-file", tiny_model.config, "--output", str(out_dir)]
-    args += [*tiny_model.overrides, f"train.init_checkpoint={tiny_model.checkpoint}"]
-    with contextlib.redirect_stdout(stdout):
-        assert tool.main(args) == 0
-    return out_dir / "model.onnx", stdout.getvalue()
+def tiny_exports(tiny_model, tmp_path_factory):
+    """deform_op -> (model.onnx of the tiny quickstart written by tools/export_model.py, its
+    stdout)."""
+    out = {}
+    for deform_op in DEFORM_OPS:
+        out_dir = tmp_path_factory.mktemp(f"tiny_onnx_{deform_op}")
+        tool = load_tool("export_model")
+        stdout = io.StringIO()
+        args = ["--config-file", tiny_model.config, "--output", str(out_dir)]
+        args += ["--deform-op", deform_op, *tiny_model.overrides]
+        args += [f"train.init_checkpoint={tiny_model.checkpoint}"]
+        with contextlib.redirect_stdout(stdout):
+            assert tool.main(args) == 0
+        out[deform_op] = out_dir / "model.onnx", stdout.getvalue()
+    return out
 
 
-def test_export_tool_prints_the_signature_and_the_check(tiny_onnx):
-    path, stdout = tiny_onnx
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_exports):
+    """The default export (DeformConv): (model.onnx, the tool's stdout)."""
+    return tiny_exports["DeformConv"]
+
+
+@pytest.mark.parametrize("deform_op", DEFORM_OPS)
+def test_export_tool_prints_the_signature_and_the_check(tiny_exports, deform_op):
+    path, stdout = tiny_exports[deform_op]
     assert path.is_file()
     assert "image: float32 (3, height, width)" in stdout
     assert "boxes: float32 (detections, 4)" in stdout
     assert "scores: float32 (detections)" in stdout
     assert "classes: int64 (detections)" in stdout
-    assert "opset: ai.onnx 17" in stdout
+    assert f"opset: ai.onnx {19 if deform_op == 'DeformConv' else 17}" in stdout
     line = next(x for x in stdout.splitlines() if x.startswith("onnxruntime vs PyTorch"))
     assert "NOT MATCHED" not in line
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ("DeformConv" in ops) == (deform_op == "DeformConv")
+    assert OnnxPredictor(path).metadata["dyhead_d2.deform_op"] == deform_op
 
 
+@pytest.mark.parametrize("deform_op", DEFORM_OPS)
 @pytest.mark.parametrize("size", [(320, 448), (256, 256), (200, 300), (384, 320), (131, 517)])
-def test_quickstart_parity_at_several_sizes(tiny_model, tiny_onnx, size):
+def test_quickstart_parity_at_several_sizes(tiny_model, tiny_exports, size, deform_op):
     model = ExportedDetector(tiny_model.build())
-    session = ort.InferenceSession(str(tiny_onnx[0]), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(tiny_exports[deform_op][0]), providers=["CPUExecutionProvider"]
+    )
     image = sample_image(size, seed=sum(size))
     with torch.no_grad():
         expected = [t.numpy() for t in model(image)]
@@ -193,15 +216,20 @@ def test_demo_draws_the_onnx_detections(tiny_model, tiny_onnx, tmp_path):
 
 def test_unexportable_model_is_one_line_saying_what_to_set(tiny_model, tmp_path, capsys):
     tool = load_tool("export_model")
-    args = ["--config-file", tiny_model.config, "--output", str(tmp_path)]
-    args += [*tiny_model.overrides, f"train.init_checkpoint={tiny_model.checkpoint}"]
-    assert tool.main([*args, "+model.backbone.dyhead.deform_impl=torchvision"]) == 2
+    config = ["--config-file", tiny_model.config, "--output", str(tmp_path)]
+    opts = [*tiny_model.overrides, f"train.init_checkpoint={tiny_model.checkpoint}"]
+    torchvision_impl = "+model.backbone.dyhead.deform_impl=torchvision"
+    assert tool.main([*config, "--deform-op", "gather", *opts, torchvision_impl]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "deform_impl=sampled" in err[0], err
+    assert tool.main([*config, "--opset", "17", *opts]) == 2  # DeformConv is opset 19
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs opset >= 19" in err[0], err
     assert not (tmp_path / "model.onnx").exists()
 
 
-def test_r50_reproduction_parity_at_800x1216(tmp_path):
+@pytest.mark.parametrize("deform_op", DEFORM_OPS)
+def test_r50_reproduction_parity_at_800x1216(tmp_path, deform_op):
     """Random weights, the classifier's spread x20 and its bias lowered so that a few thousand
     candidates pass the 0.05 threshold with well-spread scores (nearly equal scores would trade
     places in NMS); a 600x912 image, which the config's test loader resizes to 800x1216."""
@@ -213,7 +241,9 @@ def test_r50_reproduction_parity_at_800x1216(tmp_path):
         model.head.cls_logits.bias.fill_(-9.0)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("r50")
     cfg.train.init_checkpoint = str(tmp_path / "r50.pth")
-    export = export_onnx(cfg, tmp_path / "model.onnx", sample_size=(256, 384), verify=False)
+    export = export_onnx(
+        cfg, tmp_path / "model.onnx", deform_op=deform_op, sample_size=(256, 384), verify=False
+    )
     onnx_predictor = OnnxPredictor(export.path)
     assert onnx_predictor.resize == {
         "type": "shortest_edge",
@@ -232,4 +262,54 @@ def test_r50_reproduction_parity_at_800x1216(tmp_path):
     )
     assert len(found) >= 10
     assert parity.ok, parity
-    print(f"R-50 800x1216 onnxruntime vs PyTorch: {parity}")
+    print(f"R-50 800x1216 onnxruntime ({deform_op}) vs PyTorch: {parity}")
+
+
+def _lively_retinanet(model) -> None:
+    """Random RetinaNet weights that detect: a Kaiming-initialised classification tower (its
+    default N(0, 0.01) shrinks the features to nothing) and a sharper classifier."""
+    for m in model.head.cls_subnet:
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight)
+    model.head.cls_score.weight.mul_(10.0)
+    model.head.cls_score.bias.fill_(-5.0)
+
+
+def _lively_faster_rcnn(model) -> None:
+    """A sharper softmax classifier, so that random boxes pass the 0.05 score threshold (x8:
+    much sharper, x20, turns float rounding into score differences above 1e-4)."""
+    model.roi_heads.box_predictor.cls_score.weight.mul_(8.0)
+
+
+@pytest.mark.parametrize(
+    "config, make_lively",
+    [
+        ("configs/COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py", _lively_retinanet),
+        ("configs/COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py", _lively_faster_rcnn),
+    ],
+    ids=["retinanet", "faster_rcnn"],
+)
+def test_retinanet_and_faster_rcnn_parity(tmp_path, config, make_lively):
+    """The other meta-architectures export through the same path (DeformConv) and give PyTorch's
+    detections on an image of another size than the traced one."""
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        make_lively(model)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("w")
+    cfg.train.init_checkpoint = str(tmp_path / "w.pth")
+    export = export_onnx(cfg, tmp_path / "model.onnx", sample_size=(256, 384), verify=False)
+    assert export.metadata["dyhead_d2.meta_architecture"] == type(model).__name__
+    session = ort.InferenceSession(export.path, providers=["CPUExecutionProvider"])
+    image = sample_image((384, 544), seed=1)
+    with torch.no_grad():
+        expected = [t.numpy() for t in ExportedDetector(model)(image)]
+    got = session.run(None, {"image": image.numpy()})
+    nms = getattr(model, "test_nms_thresh", None)
+    if nms is None:
+        nms = model.roi_heads.box_predictor.test_nms_thresh
+    parity = compare_detections(expected, got, max_detections=100, nms_thresh=nms)
+    print(f"{type(model).__name__} 384x544 onnxruntime vs PyTorch: {parity}")
+    assert len(expected[1]) >= 5
+    assert parity.ok, parity

@@ -8,14 +8,17 @@ Writes ``DIR/model.onnx`` with the weights of ``train.init_checkpoint``. The fil
 ``image``: float32 (3, H, W), pixel values 0-255 in the config's input format, already resized as
 the config's test loader resizes (H and W are dynamic), and three outputs after NMS: ``boxes``
 (N, 4) float32 XYXY in that input's pixels, ``scores`` (N,) float32 and ``classes`` (N,) int64.
-It uses standard ONNX ops only (opset >= 17); it is checked with the ONNX checker and run by
-onnxruntime on a sample image whose detections are compared with PyTorch's. The test resizing
-and the class names are stored in the file's metadata: ``dyhead_d2.deploy.OnnxPredictor``
-(onnxruntime, numpy, Pillow) and ``tools/demo.py --onnx`` use them. (``torch.export`` cannot
-capture the detector yet: Detectron2's padding and the candidate selection have data-dependent
-sizes it refuses; hence ONNX only.) The DyHead deformable convolutions must use
-``deform_impl="sampled"`` (or ``"auto"``, which is that on the CPU). Mistakes end the run with
-a one-line error and exit status 2.
+It uses standard ONNX ops only; it is checked with the ONNX checker and run by onnxruntime on a
+sample image whose detections are compared with PyTorch's. The test resizing and the class names
+are stored in the file's metadata: ``dyhead_d2.deploy.OnnxPredictor`` (onnxruntime, numpy,
+Pillow) and ``tools/demo.py --onnx`` use them. ``--deform-op`` picks how DyHead's deformable
+convolutions are written: ``DeformConv`` (default; ONNX's own op, opset 19, onnxruntime >= 1.25
+runs it natively, the faster file) or ``gather`` (gathers and matrix products, opset 17, for
+runtimes without DeformConv; needs ``deform_impl="sampled"`` or ``"auto"``). (``torch.export``
+cannot capture the detector yet: with a dynamic H and W, Detectron2's padding turns the sizes
+into data-dependent symbols, and the export stops at the first data-dependent Python branch, the
+model's check that the image is finite; hence ONNX only.) Mistakes end the run with a one-line
+error and exit status 2.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from dyhead_d2 import cli
 
 with cli.tool_imports("tools/export_model.py"):
-    from dyhead_d2.deploy.export import MIN_OPSET, ExportError, describe_onnx, export_onnx
+    from dyhead_d2.deploy.export import DEFORM_OPS, ExportError, describe_onnx, export_onnx
     from dyhead_d2.engine import load_config
 
 PROG = "export_model.py"
@@ -46,7 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=["onnx"], default="onnx")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help="ONNX opset (>= 17)")
+    parser.add_argument(
+        "--deform-op",
+        choices=list(DEFORM_OPS),
+        default="DeformConv",
+        help="how the deformable convolutions are exported (default DeformConv)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset (default: the lowest the --deform-op allows, 19 or 17)",
+    )
     parser.add_argument(
         "--sample-size",
         type=parse_size,
@@ -73,6 +87,7 @@ def run(args: argparse.Namespace) -> None:
         cfg,
         out_dir / "model.onnx",
         config_file=args.config_file,
+        deform_op=args.deform_op,
         opset=args.opset,
         sample_size=args.sample_size,
         verify=not args.no_verify,

@@ -17,7 +17,8 @@ __all__ = ["deployed_inference"]
 
 
 def deployed_inference(args, device, report) -> None:
-    """(f) reference vs project eager vs project in onnxruntime, one image, CPU."""
+    """(f) reference vs project eager vs project in onnxruntime (both ``deform_op`` exports, the
+    default DeformConv last), one image, CPU."""
     import tempfile
 
     import onnxruntime as ort
@@ -40,14 +41,21 @@ def deployed_inference(args, device, report) -> None:
         cfg.model.backbone.dyhead.deform_impl = impl
         torch.manual_seed(0)  # same weights for all
         models[name] = instantiate(cfg.model).eval()
+    sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
         DetectionCheckpointer(models["project eager"], save_dir=tmp).save("weights")
         cfg.model.backbone.dyhead.deform_impl = "sampled"
         cfg.train.init_checkpoint = os.path.join(tmp, "weights.pth")
-        path = export_onnx(cfg, os.path.join(tmp, "model.onnx"), verify=False).path
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        for deform_op in ("gather", "DeformConv"):
+            out = os.path.join(tmp, f"{deform_op}.onnx")
+            path = export_onnx(cfg, out, deform_op=deform_op, verify=False).path
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            # No busy-waiting between ops, like torch under OMP_WAIT_POLICY=PASSIVE.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            sessions[f"onnxruntime ({deform_op})"] = ort.InferenceSession(
+                path, options, providers=["CPUExecutionProvider"]
+            )
 
     def eager(model):
         with torch.no_grad():
@@ -55,13 +63,15 @@ def deployed_inference(args, device, report) -> None:
         return out.pred_boxes.tensor.numpy(), out.scores.numpy(), out.pred_classes.numpy()
 
     runs = {name: (lambda m=m: eager(m)) for name, m in models.items()}
-    runs["onnxruntime"] = lambda: session.run(None, {"image": image.numpy()})
+    for name, session in sessions.items():
+        runs[name] = lambda s=session: s.run(None, {"image": image.numpy()})
     timings = compare(runs, device, **repeats_of(args))
-    parity = compare_detections(runs["project eager"](), runs["onnxruntime"](), max_detections=100)
-    print(f"\n  detections, project eager vs onnxruntime: {parity}")
-    diffs = {
-        "detection boxes (eager vs onnxruntime)": (parity.max_box_diff, float("nan")),
-        "detection scores (eager vs onnxruntime)": (parity.max_score_diff, float("nan")),
-    }
+    expected = runs["project eager"]()
+    diffs = {}
+    for name in sessions:
+        parity = compare_detections(expected, runs[name](), max_detections=100)
+        print(f"\n  detections, project eager vs {name}: {parity}")
+        diffs[f"detection boxes (eager vs {name})"] = (parity.max_box_diff, float("nan"))
+        diffs[f"detection scores (eager vs {name})"] = (parity.max_score_diff, float("nan"))
     title = f"deployed inference (ATSS + DyHead R-50), 1 image {args.detector_size}"
     report("f", title, timings, diffs)

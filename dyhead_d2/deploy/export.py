@@ -2,26 +2,37 @@
 
 The exported graph is the model's own eval forward on one image, ``model([{"image": image}])``,
 traced by PyTorch's TorchScript-based ONNX exporter with the image height and width dynamic: the
-backbone, DyHead with ``deform_impl="sampled"`` (gathers and matrix products only, so every offset
-reading is an indexing op), the head, the candidate selection, NMS and Detectron2's
-``detector_postprocess`` (clip to the image, drop empty boxes). Nothing is re-implemented for
-export; two ops carry their own ONNX translation (a ``symbolic``): the sampled convolution's
-gather-sum (ONNX has no ``embedding_bag``) and ATSS's class-aware NMS
-(:mod:`dyhead_d2.modeling.nms`). The test loader's resizing and the class names go into the
-file's metadata (:data:`METADATA_KEYS`), so :class:`~dyhead_d2.deploy.OnnxPredictor` runs it
-without the config.
+backbone, DyHead, the head, the candidate selection, NMS and Detectron2's ``detector_postprocess``
+(clip to the image, drop empty boxes). Nothing is re-implemented for export; a few ops carry their
+own ONNX translation (a ``symbolic``). DyHead's deformable convolutions become, by ``deform_op``:
+
+* ``"DeformConv"`` (default, opset >= 19): ONNX's own ``DeformConv`` op, one per level and
+  branch. The model is traced with ``deform_impl="torchvision"`` (whatever the config says; the
+  implementations compute the same function) and torchvision's op is translated to
+  ``DeformConv``, whose arguments and sampling are torchvision's. onnxruntime runs it with a
+  native kernel from version 1.25 on; it is the faster file (``tools/benchmark.py --which f``).
+* ``"gather"`` (opset >= 17): the ``"sampled"`` implementation's gathers and matrix products
+  (its gather-sum has its own translation, ONNX having no ``embedding_bag``), for runtimes
+  without ``DeformConv``; the model must use ``deform_impl="sampled"`` or ``"auto"``.
+
+ATSS's class-aware NMS has its own translation too (:mod:`dyhead_d2.modeling.nms`). The test
+loader's resizing and the class names go into the file's metadata (:data:`METADATA_KEYS`), so
+:class:`~dyhead_d2.deploy.OnnxPredictor` runs it without the config.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.onnx import symbolic_helper
 
 from ..inference.predictor import Predictor
 from ..layers.deform_conv import resolve_deform_impl
@@ -29,16 +40,21 @@ from .metadata import METADATA_KEYS, OUTPUT_NAMES, resize_spec
 from .parity import Parity, compare_detections
 
 __all__ = [
+    "DEFORM_OPS",
     "ExportError",
     "ExportedDetector",
     "OnnxExport",
     "check_exportable",
+    "deform_conv_export",
     "describe_onnx",
     "export_onnx",
 ]
 
-# The lowest opset the issue asks for; every op of the graph exists there.
+# The lowest opset the issue asks for; every op of the "gather" graph exists there.
 MIN_OPSET = 17
+# How the deformable convolutions are exported (see the module docstring), with their lowest
+# opset: ONNX's DeformConv appeared in opset 19.
+DEFORM_OPS = {"DeformConv": 19, "gather": MIN_OPSET}
 
 
 class ExportError(ValueError):
@@ -59,21 +75,95 @@ class ExportedDetector(nn.Module):
         return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
 
 
-def check_exportable(model: nn.Module) -> None:
-    """Raise :class:`ExportError` for a model whose CPU forward has no ONNX translation.
+def check_exportable(model: nn.Module, deform_op: str) -> None:
+    """Raise :class:`ExportError` for a model whose CPU forward cannot be exported as
+    ``deform_op`` (one of :data:`DEFORM_OPS`).
 
-    The deformable convolutions must run the ``"sampled"`` implementation (``"auto"`` is that on
-    the CPU, where the export traces); ``torchvision.ops.deform_conv2d`` has no ONNX export.
+    ``"DeformConv"`` exports any ``deform_impl``. ``"gather"`` needs the ``"sampled"``
+    implementation (``"auto"`` is that on the CPU, where the export traces):
+    ``torchvision.ops.deform_conv2d`` has no gather translation.
     """
+    if deform_op not in DEFORM_OPS:
+        raise ExportError(f"unknown deform_op {deform_op!r}; expected one of {list(DEFORM_OPS)}")
+    if deform_op != "gather":
+        return
     for name, module in model.named_modules():
         impl = getattr(module, "deform_impl", None)
         if isinstance(impl, str) and resolve_deform_impl(impl, torch.device("cpu")) != "sampled":
             where = name or type(module).__name__
             raise ExportError(
-                f"{where} has deform_impl={impl!r}: torchvision's deform_conv2d has no ONNX "
-                "export. Set model.backbone.dyhead.deform_impl=sampled (or auto, which is "
-                "'sampled' on the CPU): it computes the same function from standard ops."
+                f"{where} has deform_impl={impl!r}, which the 'gather' export cannot translate "
+                "(torchvision's deform_conv2d is one compiled op). Set "
+                "model.backbone.dyhead.deform_impl=sampled (or auto, which is 'sampled' on the "
+                "CPU): it computes the same function from standard ops; or export with "
+                "deform_op 'DeformConv' (opset 19)."
             )
+
+
+@symbolic_helper.parse_args("v", "v", "v", "v", "v", "i", "i", "i", "i", "i", "i", "i", "i", "b")
+def _deform_conv2d_symbolic(
+    g,
+    input,
+    weight,
+    offset,
+    mask,
+    bias,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dilation_h,
+    dilation_w,
+    groups,
+    offset_groups,
+    use_mask,
+):
+    # torchvision::deform_conv2d -> DeformConv: the same inputs (X, W, offset, B, mask), offsets
+    # as (dy, dx) pairs per tap, bilinear sampling with zeros outside. Without a mask torchvision
+    # is unmodulated, which is DeformConv without its mask input.
+    inputs = [input, weight, offset, bias] + ([mask] if use_mask else [])
+    attrs = {}
+    sizes = symbolic_helper._get_tensor_sizes(weight)
+    if sizes is not None and None not in sizes[-2:]:
+        attrs["kernel_shape_i"] = list(sizes[-2:])
+    return g.op(
+        "DeformConv",
+        *inputs,
+        strides_i=[stride_h, stride_w],
+        pads_i=[pad_h, pad_w, pad_h, pad_w],
+        dilations_i=[dilation_h, dilation_w],
+        group_i=groups,
+        offset_group_i=offset_groups,
+        **attrs,
+    )
+
+
+@contextlib.contextmanager
+def deform_conv_export(model: nn.Module, deform_op: str = "DeformConv") -> Iterator[None]:
+    """Within it, ``torch.onnx.export(model, ..., dynamo=False)`` writes the deformable
+    convolutions as ``deform_op`` (see the module docstring): for ``"DeformConv"``, every
+    ``deform_impl`` of ``model`` is ``"torchvision"`` and torchvision's op has an ONNX
+    translation (both undone on exit). ``"gather"`` only checks the model
+    (:func:`check_exportable`)."""
+    check_exportable(model, deform_op)
+    if deform_op == "gather":
+        yield
+        return
+    impls = {
+        module: module.deform_impl
+        for module in model.modules()
+        if isinstance(getattr(module, "deform_impl", None), str)
+    }
+    name, opset = "torchvision::deform_conv2d", DEFORM_OPS["DeformConv"]
+    try:
+        for module in impls:
+            module.deform_impl = "torchvision"
+        torch.onnx.register_custom_op_symbolic(name, _deform_conv2d_symbolic, opset)
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic(name, opset)
+        for module, impl in impls.items():
+            module.deform_impl = impl
 
 
 @dataclass
@@ -162,28 +252,38 @@ def export_onnx(
     *,
     weights: str | None = None,
     config_file: str | None = None,
-    opset: int = MIN_OPSET,
+    deform_op: str = "DeformConv",
+    opset: int | None = None,
     sample_size: tuple[int, int] = (320, 448),
     verify: bool = True,
 ) -> OnnxExport:
     """Write ``cfg.model`` with ``weights`` (default ``cfg.train.init_checkpoint``) as ONNX.
 
     The file has one input ``image`` (3, H, W) float32 with dynamic H and W and the outputs
-    :data:`OUTPUT_NAMES`; see the module docstring. It is traced on ``sample_size``, checked with
-    ``onnx.checker`` (and for standard op domains only) and, with ``verify``, run by
-    onnxruntime's CPU provider on that sample, whose detections must match PyTorch's in number
-    (the differences are returned).
+    :data:`OUTPUT_NAMES`; see the module docstring for ``deform_op``. ``opset`` defaults to the
+    lowest one ``deform_op`` allows (:data:`DEFORM_OPS`). The graph is traced on
+    ``sample_size``, checked with ``onnx.checker`` (and for standard op domains only) and, with
+    ``verify``, run by onnxruntime's CPU provider on that sample, whose detections must match
+    the PyTorch model's (as configured) in number (the differences are returned).
     """
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old; the export needs opset >= {MIN_OPSET}")
+    if deform_op not in DEFORM_OPS:
+        raise ExportError(f"unknown deform_op {deform_op!r}; expected one of {list(DEFORM_OPS)}")
+    lowest = DEFORM_OPS[deform_op]
+    opset = lowest if opset is None else opset
+    if opset < lowest:
+        hint = " (or deform_op 'gather', opset >= 17)" if deform_op == "DeformConv" else ""
+        raise ExportError(
+            f"opset {opset} is too old; deform_op {deform_op!r} needs opset >= {lowest}{hint}"
+        )
     predictor = Predictor(cfg, weights=weights, device="cpu")
     model = predictor.model
-    check_exportable(model)
+    check_exportable(model, deform_op)
     metadata = _metadata(predictor, config_file)
+    metadata[METADATA_KEYS["deform_op"]] = deform_op
     wrapper = ExportedDetector(model).eval()
     image = sample_image(sample_size)
     path = os.fspath(output)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), deform_conv_export(model, deform_op), warnings.catch_warnings():
         # The tracer warns about every Python value it records; the checks below are what say
         # whether the graph generalises (and the tests run it on other sizes).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -19,6 +19,7 @@ METADATA_KEYS = {
     "config_file": "dyhead_d2.config_file",
     "weights": "dyhead_d2.weights",
     "meta_architecture": "dyhead_d2.meta_architecture",
+    "deform_op": "dyhead_d2.deform_op",  # how the deformable convolutions are exported
 }
 
 

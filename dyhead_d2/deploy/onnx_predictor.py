@@ -76,9 +76,18 @@ class OnnxPredictor:
         options = ort.SessionOptions()
         if num_threads is not None:
             options.intra_op_num_threads = num_threads
-        self.session = ort.InferenceSession(
-            os.fspath(model_path), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                os.fspath(model_path), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime's own exception types, one per status code
+            if "DeformConv" not in str(e):
+                raise
+            raise RuntimeError(
+                f"{os.fspath(model_path)!r} uses ONNX's DeformConv op, which onnxruntime "
+                f"{ort.__version__} cannot run here (its CPU kernel came in 1.25); upgrade "
+                "onnxruntime, or re-export with tools/export_model.py --deform-op gather"
+            ) from e
         meta = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in ("input_format", "resize") if METADATA_KEYS[k] not in meta]
         if missing:
