@@ -84,7 +84,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from dyhead_d2.layers import DyHead  # noqa: E402
 from dyhead_d2.layers.deform_conv import guard_non_finite, resolve_deform_impl  # noqa: E402
-from dyhead_d2.layers.fast_block import assemble_levels, fused_deform_branches  # noqa: E402
 from dyhead_d2.layers.finite import all_finite  # noqa: E402
 from dyhead_d2.layers.offset_modes import read_high_branch_offset  # noqa: E402
 
@@ -334,7 +333,7 @@ def _plain(conv, x, masks, level, high_size=None, block=None):
 
 def plain_block(block, features):
     offsets, masks = zip(*(block.offset_and_mask(x) for x in features))
-    return assemble_levels(block, features, *plain_branches(block, features, masks))
+    return block.fuse_levels(*plain_branches(block, features, masks))
 
 
 def block_vs_plain(ref, new, feats, args, device, report) -> None:
@@ -349,7 +348,7 @@ def block_vs_plain(ref, new, feats, args, device, report) -> None:
         grad = torch.is_grad_enabled()
         off = [o.detach().requires_grad_(grad) for o in offsets]
         msk = [m.detach().requires_grad_(grad) for m in masks]
-        mids, lows, highs = fused_deform_branches(block, inputs, off, msk)
+        mids, lows, highs = block.sampled_branches(inputs, off, msk)
         return [t for t in mids + lows + highs if t is not None]
 
     def plain_convs(inputs):

@@ -2,11 +2,11 @@
 
 from .deform_conv import DEFORM_IMPLS, ModulatedDeformConv, modulated_deform_conv
 from .dyhead import DeformConvGN, DyHead, DyHeadBlock, ScaleAttention, check_pyramid
-from .dyrelu import DyReLU, hard_sigmoid
+from .dyrelu import DyReLU
 from .finite import NonFiniteError
 from .frozen_stats_bn import FrozenStatsBatchNorm2d
 from .offset_modes import OFFSET_MODES, read_high_branch_offset
-from .sampled_deform_conv import sampled_deform_conv
+from .sampled_deform_conv import sampled_deform_conv, sampled_deform_conv_levels
 
 __all__ = [
     "DEFORM_IMPLS",
@@ -20,8 +20,8 @@ __all__ = [
     "OFFSET_MODES",
     "ScaleAttention",
     "check_pyramid",
-    "hard_sigmoid",
     "modulated_deform_conv",
     "read_high_branch_offset",
     "sampled_deform_conv",
+    "sampled_deform_conv_levels",
 ]

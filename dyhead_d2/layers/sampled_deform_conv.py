@@ -2,13 +2,15 @@
 
 ``torchvision.ops.deform_conv2d`` on CPU builds its columns with a scalar loop and spends most of
 its backward in serial scatter loops. This module computes the same function from a few large,
-well-parallelised ATen ops:
+well-parallelised ATen ops, for one input (:func:`sampled_deform_conv`) or for several inputs
+that share the weight, e.g. the levels of a feature pyramid (:func:`sampled_deform_conv_levels`,
+the one implementation; a single input is the case N = 1):
 
-* :func:`bilinear_taps` turns offsets and masks into, for every output pixel and kernel tap, the
-  four bilinear corners (flat pixel indices) and their weights (bilinear weight x mask, zero for a
-  corner outside the image). It reproduces DCNv2's sampling exactly: the position is
-  ``(i * stride - padding + ki) + dy`` rounded once, as torchvision computes it, the corners are
-  ``floor`` and ``floor + 1``, and corners outside the image read zero. Because corners and
+* :func:`bilinear_corners` turns sample positions and masks into, for every output pixel and
+  kernel tap, the four bilinear corners (flat pixel indices) and their weights (bilinear weight x
+  mask, zero for a corner outside the image). It reproduces DCNv2's sampling exactly: the position
+  is ``(i * stride - padding + ki) + dy`` rounded once, as torchvision computes it, the corners
+  are ``floor`` and ``floor + 1``, and corners outside the image read zero. Because corners and
   fractions come from the same float as in torchvision's kernel, the result and the gradient with
   respect to the offset agree with it even at integer positions and on the border (e.g. exactly
   -1 or H), where the bilinear weights are not differentiable.
@@ -17,15 +19,20 @@ well-parallelised ATen ops:
   gradient, a sampled dense-dense product for the weight gradient). Gradients reach offsets and
   masks through the bilinear weights with ordinary autograd.
 
-Two ways of combining them, chosen by :func:`sampled_deform_conv`:
+All inputs' pixels are stacked as the rows of one (sum_j N*H_j*W_j, C) matrix, and the
+convolution is computed one of two ways:
 
-* **taps first** (output as large as the input, e.g. stride 1): multiply the input by the k*k
-  weight slices first, ``Y = x @ W_k`` for every tap (one GEMM, a 1x1 convolution to k*k*C_out
+* **taps first** (stride 1, output as large as the input): multiply the input by the k*k weight
+  slices first, ``Y = x @ W_k`` for every tap (one GEMM, a 1x1 convolution to k*k*C_out
   channels), then each output pixel is a gather-sum of 4*k*k rows of ``Y``. The gathered tensor
   is the output itself, k*k times smaller than im2col columns.
-* **columns first**: gather the (N*Ho*Wo, k*k*C) columns of the input, then one GEMM with the
-  weight. Used when the output has fewer pixels than the input (stride 2), where taps first
-  would multiply every input pixel instead of every output pixel.
+* **columns first** (stride 2): gather the (sum_j N*Ho_j*Wo_j, k*k*C) columns of the inputs,
+  then one GEMM with the weight; taps first would multiply every input pixel instead of every
+  output pixel.
+
+For training, only the arguments are kept for the backward, which recomputes the table or the
+columns: they are several times the size of the inputs (a DyHead tower's forward would keep
+over a GiB of them at 800x1216).
 
 Results equal torchvision's up to float rounding (different summation order), outputs and all
 gradients, for float32 and float64.
@@ -34,24 +41,21 @@ gradients, for float32 and float64.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "bilinear_corners",
-    "bilinear_taps",
-    "column_weight",
-    "gather_sum",
-    "sampled_deform_conv",
-    "tap_positions",
-    "tap_weight",
-]
+__all__ = ["FULL_PRECISION", "gather_sum", "sampled_deform_conv", "sampled_deform_conv_levels"]
 
 
 # ONNX's TensorProto.FLOAT: the exported gather-sum is float32, like the model's inference.
 _ONNX_FLOAT = 1
+
+# Sampling positions and bilinear weights are computed in these dtypes (float32 for any other).
+FULL_PRECISION = (torch.float32, torch.float64)
 
 
 class _GatherSum(torch.autograd.Function):
@@ -216,32 +220,6 @@ def bilinear_corners(
     return index, weight
 
 
-def bilinear_taps(
-    offset: Tensor,
-    mask: Tensor,
-    in_size: tuple[int, int],
-    kernel_size: int,
-    stride: int,
-    padding: int,
-) -> tuple[Tensor, Tensor]:
-    """Bilinear corners and weights of every sample of a modulated deformable convolution.
-
-    Args:
-        offset: (N, 2*k*k, Ho, Wo), pairs (dy, dx) per tap (torchvision's layout).
-        mask: (N, k*k, Ho, Wo).
-        in_size: (H, W) of the sampled input.
-    Returns:
-        ``index`` and ``weight`` of :func:`bilinear_corners`, each (N, Ho, Wo, k*k, 4): flat
-        pixel indices within one image and bilinear weight x mask.
-    """
-    n, _, ho, wo = offset.shape
-    kk = kernel_size * kernel_size
-    off = offset.view(n, kk, 2, ho, wo).permute(0, 3, 4, 1, 2)  # (N, Ho, Wo, kk, 2)
-    # One rounding, (float) integer + offset, exactly like the kernel.
-    pos = tap_positions(n, (ho, wo), kernel_size, stride, padding, offset) + off
-    return bilinear_corners(pos[..., 0], pos[..., 1], mask.permute(0, 2, 3, 1), *in_size)
-
-
 def tap_weight(weight: Tensor) -> Tensor:
     """(C_out, C, k, k) -> (k*k*C_out, C): row ``tap * C_out + o`` is ``weight[o, :, ki, kj]``."""
     return weight.permute(2, 3, 0, 1).reshape(-1, weight.shape[1])
@@ -252,8 +230,179 @@ def column_weight(weight: Tensor) -> Tensor:
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-def _image_offsets(n: int, pixels: int, device: torch.device) -> Tensor:
-    return (torch.arange(n, device=device) * pixels).view(n, 1, 1, 1, 1)
+def _stack_rows(inputs: Sequence[Tensor], dtype: torch.dtype) -> tuple[Tensor, list]:
+    """(sum_j N*H_j*W_j, C) rows of all inputs, input-major then image, row, column, in
+    ``dtype``; and the first row of each input."""
+    starts, start = [], 0
+    for x in inputs:
+        starts.append(start)
+        # Not ``+=``: under tracing (ONNX export) sizes are 0-dim tensors, which it would modify
+        # in place, moving the previous input's start too.
+        start = start + x.shape[0] * x.shape[2] * x.shape[3]
+    rows = torch.cat([x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]) for x in inputs])
+    return rows.to(dtype), starts
+
+
+def _sample(
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    sizes: Sequence[tuple[int, int]],
+    starts: Sequence[int],
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    taps_first: bool,
+) -> tuple[Tensor, Tensor]:
+    """Bilinear corners and weights of all samples of several inputs' convolutions, in one pass.
+
+    Samples are ordered input, image, output pixel, tap. Indices are rows of the table the
+    convolution gathers from: pixel rows of the stacked rows (input ``j``'s first row is
+    ``starts[j]``) or, ``taps_first``, rows ``pixel * k*k + tap`` of the taps-first table.
+    Returns (index, weight), each (S, 4).
+    """
+    kk = kernel_size * kernel_size
+    like = offsets[0]
+    indices, weights = [], []
+    for offset, mask, (h, w), start in zip(offsets, masks, sizes, starts):
+        n, _, ho, wo = offset.shape
+        off = offset.view(n, kk, 2, ho, wo).permute(0, 3, 4, 1, 2)
+        # One rounding, (float) integer + offset, exactly like torchvision's kernel.
+        base = tap_positions(n, (ho, wo), kernel_size, stride, padding, like)
+        pos = (base + off).reshape(n, -1, 2)
+        mask = mask.permute(0, 2, 3, 1).reshape(n, -1)
+        # Per input (one image size each), so that under tracing (ONNX export) every size and
+        # offset stays a function of the input shapes instead of a recorded constant.
+        index, weight = bilinear_corners(pos[..., 0], pos[..., 1], mask, h, w)
+        image_start = torch.arange(n, device=like.device).view(n, 1, 1) * (h * w) + start
+        indices.append((index + image_start).reshape(-1, 4))
+        weights.append(weight.reshape(-1, 4))
+    index, weight = torch.cat(indices), torch.cat(weights)
+    if taps_first:
+        tap = torch.arange(index.shape[0], device=index.device) % kk
+        index = index * kk + tap.unsqueeze(1)
+    return index, weight
+
+
+def _output_rows(
+    num_inputs: int,
+    stride: int,
+    padding: int,
+    sample_dtype: torch.dtype,
+    compute_dtype: torch.dtype,
+    *tensors: Tensor,
+) -> Tensor:
+    """The convolution of every input as rows, (sum_j N*Ho_j*Wo_j, C_out) in ``compute_dtype``.
+
+    ``tensors`` are the inputs, offsets and masks (``num_inputs`` each), the weight and
+    optionally the bias: flat, so that :class:`_Recomputed` can save them.
+    """
+    j = num_inputs
+    inputs, offsets, masks = tensors[:j], tensors[j : 2 * j], tensors[2 * j : 3 * j]
+    weight = tensors[3 * j]
+    bias = tensors[3 * j + 1] if len(tensors) > 3 * j + 1 else None
+    c_out, _, k, _ = weight.shape
+    kk = k * k
+    # Stride 1: as many output pixels as input pixels, so multiply the (fewer or equal) input
+    # pixels first; otherwise gather the output pixels' columns first.
+    taps_first = stride == 1
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        rows, starts = _stack_rows(inputs, compute_dtype)
+        offsets = [o.to(sample_dtype) for o in offsets]
+        masks = [m.to(sample_dtype) for m in masks]
+        sizes = [(x.shape[-2], x.shape[-1]) for x in inputs]
+        index, wts = _sample(offsets, masks, sizes, starts, k, stride, padding, taps_first)
+        weight = weight.to(compute_dtype)
+        if taps_first:
+            # Y[pixel, tap] = W_tap @ x[pixel] for every input pixel (one GEMM), then each output
+            # pixel is a gather-sum of its 4*k*k rows of Y.
+            table = (rows @ tap_weight(weight).t()).view(-1, c_out)
+            out = gather_sum(table, index.view(-1, 4 * kk), wts.view(-1, 4 * kk))
+            return out if bias is None else out + bias.to(out.dtype)
+        cols = gather_sum(rows, index, wts).view(-1, kk * rows.shape[1])
+        w_cols = column_weight(weight).t()
+        if bias is None:
+            return cols @ w_cols
+        return torch.addmm(bias.to(cols.dtype), cols, w_cols)
+
+
+class _Recomputed(torch.autograd.Function):
+    """``fn(*tensors)`` that keeps only ``tensors`` for the backward and runs ``fn`` again there.
+
+    The sampled convolution's intermediates (the taps-first table, k*k times the output, or
+    the gathered columns, and the bilinear weights) are several times larger than its inputs;
+    recomputing them costs one more forward of the convolution in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, fn, *tensors: Tensor) -> Tensor:
+        ctx.fn = fn
+        ctx.save_for_backward(*tensors)
+        return fn(*tensors)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        needs = ctx.needs_input_grad[1:]
+        tensors = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, needs)]
+        with torch.enable_grad():
+            out = ctx.fn(*tensors)
+        wanted = [t for t in tensors if t.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
+        return (None, *(next(grads) if need else None for need in needs))
+
+
+def sampled_deform_conv_levels(
+    inputs: Sequence[Tensor],
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int = 1,
+    padding: int = 1,
+) -> list[Tensor]:
+    """One modulated deformable convolution (one weight) applied to several inputs at once.
+
+    Output ``j`` is ``torchvision.ops.deform_conv2d(inputs[j], offsets[j], weight, bias,
+    stride, padding, mask=masks[j])``; the inputs may differ in size (e.g. pyramid levels), but
+    their pixels become the rows of one matrix, so the whole convolution is one GEMM and one
+    gather-sum: taps first for stride 1, columns first otherwise (see the module docstring).
+
+    Args:
+        inputs: (N, C, H_j, W_j) each, one batch size.
+        offsets: (N, 2*k*k, Ho_j, Wo_j) each, pairs (dy, dx) per tap (torchvision's layout).
+        masks: (N, k*k, Ho_j, Wo_j) each.
+        weight: (C_out, C, k, k); bias: (C_out,) or None.
+    Returns:
+        (N, C_out, Ho_j, Wo_j) per input, channels-last memory, in the inputs' dtype. Sampling
+        positions and bilinear weights are computed in float32 (float64 for float64 inputs).
+        Under autocast the matrix products and gathers run in the autocast dtype (like a
+        convolution's); otherwise in float32/float64.
+
+    When a gradient is needed, only the arguments are kept for the backward, which computes
+    the convolution again (:class:`_Recomputed`); no check of finiteness happens here (see
+    :func:`~dyhead_d2.layers.deform_conv.modulated_deform_conv`).
+    """
+    in_dtype = inputs[0].dtype
+    device_type = inputs[0].device.type
+    sample_dtype = in_dtype if in_dtype in FULL_PRECISION else torch.float32
+    if torch.is_autocast_enabled(device_type):
+        compute_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        compute_dtype = sample_dtype
+    tensors = (*inputs, *offsets, *masks, weight) + (() if bias is None else (bias,))
+    fn = partial(_output_rows, len(inputs), stride, padding, sample_dtype, compute_dtype)
+    # Not while tracing (ONNX export), which records the plain ops.
+    recompute = torch.is_grad_enabled() and not torch.jit.is_tracing()
+    if recompute and any(t.requires_grad for t in tensors):
+        out = _Recomputed.apply(fn, *tensors)
+    else:
+        out = fn(*tensors)
+    out = out.to(in_dtype)
+    outputs, start = [], 0
+    for offset in offsets:
+        n, _, ho, wo = offset.shape
+        outputs.append(out[start : start + n * ho * wo].view(n, ho, wo, -1).permute(0, 3, 1, 2))
+        start = start + n * ho * wo
+    return outputs
 
 
 def sampled_deform_conv(
@@ -267,25 +416,8 @@ def sampled_deform_conv(
 ) -> Tensor:
     """Modulated deformable convolution (square kernel, one deformable group, dilation 1).
 
-    Same arguments and result as :func:`torchvision.ops.deform_conv2d` with ``mask``. The result
-    is laid out channels-last (its values are what torchvision returns).
+    Same arguments and result as :func:`torchvision.ops.deform_conv2d` with ``mask``: the one-input
+    case of :func:`sampled_deform_conv_levels`. The result is laid out channels-last (its values
+    are what torchvision returns).
     """
-    n, c, h, w = x.shape
-    c_out, _, k, _ = weight.shape
-    ho, wo = offset.shape[-2:]
-    kk = k * k
-    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    index, wts = bilinear_taps(offset, mask, (h, w), k, stride, padding)
-    index = index + _image_offsets(n, h * w, x.device)
-    if h * w <= ho * wo:
-        # Taps first: Y[pixel, tap] = W_tap @ x[pixel], then 4*k*k rows of Y per output pixel.
-        table = (rows @ tap_weight(weight).t()).view(-1, c_out)
-        index = index * kk + torch.arange(kk, device=x.device).view(kk, 1)
-        out = gather_sum(table, index.view(-1, 4 * kk), wts.reshape(-1, 4 * kk))
-        if bias is not None:
-            out = out + bias
-    else:
-        cols = gather_sum(rows, index.view(-1, 4), wts.reshape(-1, 4)).view(-1, kk * c)
-        w_cols = column_weight(weight).t()
-        out = cols @ w_cols if bias is None else torch.addmm(bias, cols, w_cols)
-    return out.view(n, ho, wo, c_out).permute(0, 3, 1, 2)
+    return sampled_deform_conv_levels([x], [offset], [mask], weight, bias, stride, padding)[0]
