@@ -11,7 +11,11 @@ from torchvision.ops import deform_conv2d
 from dyhead_d2 import DyHead
 from dyhead_d2.layers import OFFSET_MODES, modulated_deform_conv
 from dyhead_d2.layers.deform_conv import DEFORM_IMPLS, resolve_deform_impl
-from dyhead_d2.layers.sampled_deform_conv import gather_sum, sampled_deform_conv
+from dyhead_d2.layers.sampled_deform_conv import (
+    gather_sum,
+    sampled_deform_conv,
+    sampled_deform_conv_levels,
+)
 
 from . import needs_detectron2
 from .test_dyhead import C, make_block, perturb_block, pyramid
@@ -120,6 +124,64 @@ def test_sampled_op_tiny_images(size):
         inputs = _op_case(2, 4, 4, *size, stride, torch.float64, "fractional", seed=2)
         for a, b in zip(_run(_sampled, inputs, stride), _run(_torchvision, inputs, stride)):
             assert (a - b).abs().max().item() <= 1e-10
+
+
+def _levels_case(stride):
+    """Three inputs of different sizes with their own offsets/masks, one weight and bias."""
+    cases = [
+        _op_case(2, 5, 4, h, w, stride, torch.float64, "fractional", seed=seed)
+        for seed, (h, w) in enumerate(((9, 11), (5, 6), (3, 3)))
+    ]
+    return [[c[i] for c in cases] for i in range(3)] + [cases[0][3], cases[0][4]]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_levels_call_matches_torchvision_per_input(stride):
+    # One call over inputs of different sizes (taps first for stride 1, columns first for
+    # stride 2) against one torchvision call per input: outputs and every gradient, float64.
+    xs, offsets, masks, weight, bias = _levels_case(stride)
+
+    def run(fn):
+        leaves = [[t.clone().requires_grad_() for t in ts] for ts in (xs, offsets, masks)]
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        outs = fn(*leaves, w, b)
+        g = torch.Generator().manual_seed(3)
+        sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs).backward()
+        grads = [t.grad for ts in leaves for t in ts] + [w.grad, b.grad]
+        return [o.detach() for o in outs], grads
+
+    def per_input(xs, offsets, masks, w, b):
+        return [
+            deform_conv2d(x, o, w, b, stride=stride, padding=1, mask=m)
+            for x, o, m in zip(xs, offsets, masks)
+        ]
+
+    def levels(xs, offsets, masks, w, b):
+        return sampled_deform_conv_levels(xs, offsets, masks, w, b, stride=stride, padding=1)
+
+    (out, grads), (ref, ref_grads) = run(levels), run(per_input)
+    for a, b in zip(out + grads, ref + ref_grads):
+        assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-10
+
+
+def test_training_keeps_only_the_arguments_for_backward():
+    # The table / columns and the bilinear weights are recomputed in the backward: what
+    # autograd keeps from the forward is the arguments' storage and nothing else (without the
+    # recomputation the taps-first table alone is 9x the output).
+    for stride in (1, 2):
+        xs, offsets, masks, weight, bias = _levels_case(stride)
+        args = [t.requires_grad_() for t in [*xs, *offsets, *masks, weight, bias]]
+        kept = set()
+
+        def pack(t, kept=kept):
+            kept.add(t.untyped_storage().data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            outs = sampled_deform_conv_levels(xs, offsets, masks, weight, bias, stride=stride)
+        assert kept == {t.untyped_storage().data_ptr() for t in args}
+        sum(o.sum() for o in outs).backward()
+        assert all(t.grad is not None for t in args)
 
 
 def test_gather_sum_gradcheck():
