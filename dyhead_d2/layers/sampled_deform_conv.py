@@ -30,9 +30,10 @@ convolution is computed one of two ways:
   then one GEMM with the weight; taps first would multiply every input pixel instead of every
   output pixel.
 
-For training, only the arguments are kept for the backward, which recomputes the table or the
-columns: they are several times the size of the inputs (a DyHead tower's forward would keep
-over a GiB of them at 800x1216).
+For training, only the arguments are kept for the backward, which recomputes the bilinear
+weights and the columns (:class:`_SampledConv`): the taps-first table, the columns and the
+bilinear weights are several times the size of the arguments (a DyHead tower's forward would
+keep 1.9 GiB of them at 800x1216).
 
 Results equal torchvision's up to float rounding (different summation order), outputs and all
 gradients, for float32 and float64.
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -251,14 +252,11 @@ def _sample(
     kernel_size: int,
     stride: int,
     padding: int,
-    taps_first: bool,
 ) -> tuple[Tensor, Tensor]:
     """Bilinear corners and weights of all samples of several inputs' convolutions, in one pass.
 
-    Samples are ordered input, image, output pixel, tap. Indices are rows of the table the
-    convolution gathers from: pixel rows of the stacked rows (input ``j``'s first row is
-    ``starts[j]``) or, ``taps_first``, rows ``pixel * k*k + tap`` of the taps-first table.
-    Returns (index, weight), each (S, 4).
+    Samples are ordered input, image, output pixel, tap. Indices are rows of the stacked rows
+    (input ``j``'s first row is ``starts[j]``). Returns (index, weight), each (S, 4).
     """
     kk = kernel_size * kernel_size
     like = offsets[0]
@@ -276,45 +274,58 @@ def _sample(
         image_start = torch.arange(n, device=like.device).view(n, 1, 1) * (h * w) + start
         indices.append((index + image_start).reshape(-1, 4))
         weights.append(weight.reshape(-1, 4))
-    index, weight = torch.cat(indices), torch.cat(weights)
-    if taps_first:
-        tap = torch.arange(index.shape[0], device=index.device) % kk
-        index = index * kk + tap.unsqueeze(1)
-    return index, weight
+    return torch.cat(indices), torch.cat(weights)
 
 
-def _output_rows(
-    num_inputs: int,
-    stride: int,
-    padding: int,
-    sample_dtype: torch.dtype,
-    compute_dtype: torch.dtype,
-    *tensors: Tensor,
-) -> Tensor:
-    """The convolution of every input as rows, (sum_j N*Ho_j*Wo_j, C_out) in ``compute_dtype``.
+class _Spec(NamedTuple):
+    """What a sampled convolution needs besides its tensors."""
 
-    ``tensors`` are the inputs, offsets and masks (``num_inputs`` each), the weight and
-    optionally the bias: flat, so that :class:`_Recomputed` can save them.
-    """
-    j = num_inputs
-    inputs, offsets, masks = tensors[:j], tensors[j : 2 * j], tensors[2 * j : 3 * j]
-    weight = tensors[3 * j]
+    num_inputs: int
+    stride: int
+    padding: int
+    sample_dtype: torch.dtype  # of sampling positions and bilinear weights
+    compute_dtype: torch.dtype  # of the matrix products and gathers
+
+
+def _unpack(spec: _Spec, tensors: Sequence[Tensor]) -> tuple:
+    """The flat ``tensors`` (inputs, offsets, masks, weight[, bias]) as those five."""
+    j = spec.num_inputs
     bias = tensors[3 * j + 1] if len(tensors) > 3 * j + 1 else None
+    return tensors[:j], tensors[j : 2 * j], tensors[2 * j : 3 * j], tensors[3 * j], bias
+
+
+def _samples(
+    spec: _Spec, inputs, offsets, masks, kernel_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The stacked rows of the inputs (in the compute dtype), and the corners (S, 4) and bilinear
+    weights (S, 4) of every sample (in the sample dtype)."""
+    rows, starts = _stack_rows(inputs, spec.compute_dtype)
+    offsets = [o.to(spec.sample_dtype) for o in offsets]
+    masks = [m.to(spec.sample_dtype) for m in masks]
+    sizes = [(x.shape[-2], x.shape[-1]) for x in inputs]
+    index, wts = _sample(offsets, masks, sizes, starts, kernel_size, spec.stride, spec.padding)
+    return rows, index, wts
+
+
+def _output_rows(spec: _Spec, *tensors: Tensor) -> Tensor:
+    """The convolution of every input as rows, (sum_j N*Ho_j*Wo_j, C_out) in the compute dtype.
+
+    ``tensors`` are the inputs, offsets and masks (``spec.num_inputs`` each), the weight and
+    optionally the bias: flat, so that :class:`_SampledConv` can save them.
+    """
+    inputs, offsets, masks, weight, bias = _unpack(spec, tensors)
     c_out, _, k, _ = weight.shape
     kk = k * k
-    # Stride 1: as many output pixels as input pixels, so multiply the (fewer or equal) input
-    # pixels first; otherwise gather the output pixels' columns first.
-    taps_first = stride == 1
     with torch.autocast(inputs[0].device.type, enabled=False):
-        rows, starts = _stack_rows(inputs, compute_dtype)
-        offsets = [o.to(sample_dtype) for o in offsets]
-        masks = [m.to(sample_dtype) for m in masks]
-        sizes = [(x.shape[-2], x.shape[-1]) for x in inputs]
-        index, wts = _sample(offsets, masks, sizes, starts, k, stride, padding, taps_first)
-        weight = weight.to(compute_dtype)
-        if taps_first:
+        rows, index, wts = _samples(spec, inputs, offsets, masks, k)
+        weight = weight.to(spec.compute_dtype)
+        # Stride 1: as many output pixels as input pixels, so multiply the input pixels first;
+        # otherwise gather the (fewer) output pixels' columns first.
+        if spec.stride == 1:
             # Y[pixel, tap] = W_tap @ x[pixel] for every input pixel (one GEMM), then each output
             # pixel is a gather-sum of its 4*k*k rows of Y.
+            tap = torch.arange(index.shape[0], device=index.device) % kk
+            index = index * kk + tap.unsqueeze(1)
             table = (rows @ tap_weight(weight).t()).view(-1, c_out)
             out = gather_sum(table, index.view(-1, 4 * kk), wts.view(-1, 4 * kk))
             return out if bias is None else out + bias.to(out.dtype)
@@ -325,29 +336,62 @@ def _output_rows(
         return torch.addmm(bias.to(cols.dtype), cols, w_cols)
 
 
-class _Recomputed(torch.autograd.Function):
-    """``fn(*tensors)`` that keeps only ``tensors`` for the backward and runs ``fn`` again there.
+class _SampledConv(torch.autograd.Function):
+    """:func:`_output_rows` for training: keeps only its arguments for the backward.
 
-    The sampled convolution's intermediates (the taps-first table, k*k times the output, or
-    the gathered columns, and the bilinear weights) are several times larger than its inputs;
-    recomputing them costs one more forward of the convolution in the backward.
+    The taps-first table (k*k times the output) or the gathered columns, and the bilinear
+    weights, are several times larger than the arguments, so the backward recomputes what it
+    needs. It is the columns-first backward whichever way the forward went: gather the
+    (S/k*k, k*k*C) columns again (memory-bound), then ``grad_weight = grad_out^T @ columns`` and
+    ``grad_columns = grad_out @ W``, scattered to the input rows and dotted with them for the
+    bilinear weights' gradient. That is two GEMMs, as many as the backward of a plain
+    convolution; the taps-first table would need a third to be rebuilt.
     """
 
     @staticmethod
-    def forward(ctx, fn, *tensors: Tensor) -> Tensor:
-        ctx.fn = fn
+    def forward(ctx, spec: _Spec, *tensors: Tensor) -> Tensor:
+        ctx.spec = spec
         ctx.save_for_backward(*tensors)
-        return fn(*tensors)
+        return _output_rows(spec, *tensors)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        spec = ctx.spec
         needs = ctx.needs_input_grad[1:]
         tensors = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, needs)]
-        with torch.enable_grad():
-            out = ctx.fn(*tensors)
-        wanted = [t for t in tensors if t.requires_grad]
-        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
-        return (None, *(next(grads) if need else None for need in needs))
+        inputs, offsets, masks, weight, bias = _unpack(spec, tensors)
+        c_out, c, k, _ = weight.shape
+        with torch.enable_grad(), torch.autocast(inputs[0].device.type, enabled=False):
+            rows, index, wts = _samples(spec, inputs, offsets, masks, k)
+        grad_out = grad_out.contiguous()
+        w_cols = column_weight(weight.detach().to(spec.compute_dtype))  # (C_out, k*k*C)
+        grad_weight = grad_bias = None
+        if weight.requires_grad:
+            cols = gather_sum(rows.detach(), index, wts.detach()).view(-1, k * k * c)
+            grad_cols_w = grad_out.t() @ cols
+            del cols
+            grad_weight = grad_cols_w.view(c_out, k, k, c).permute(0, 3, 1, 2).to(weight.dtype)
+        if bias is not None and bias.requires_grad:
+            grad_bias = grad_out.sum(0).to(bias.dtype)
+        grad_cols = (grad_out @ w_cols).view(-1, c)  # one row per (sample, tap)
+        roots, root_grads = [], []
+        if rows.requires_grad:
+            roots.append(rows)
+            root_grads.append(_scatter_rows(grad_cols, index, wts.detach(), rows.shape[0]))
+        if wts.requires_grad:
+            table = rows.detach()
+            if table.dtype != wts.dtype:  # reduced-precision rows: dot products in wts' dtype
+                grad_cols, table = grad_cols.to(wts.dtype), table.to(wts.dtype)
+            roots.append(wts)
+            root_grads.append(_rowwise_dots(grad_cols, table, index))
+        del grad_cols
+        if roots:
+            torch.autograd.backward(roots, root_grads)
+        grads = [t.grad for t in tensors]
+        grads[-2 if bias is not None else -1] = grad_weight
+        if bias is not None:
+            grads[-1] = grad_bias
+        return (None, *grads)
 
 
 def sampled_deform_conv_levels(
@@ -377,8 +421,8 @@ def sampled_deform_conv_levels(
         Under autocast the matrix products and gathers run in the autocast dtype (like a
         convolution's); otherwise in float32/float64.
 
-    When a gradient is needed, only the arguments are kept for the backward, which computes
-    the convolution again (:class:`_Recomputed`); no check of finiteness happens here (see
+    When a gradient is needed, only the arguments are kept for the backward (see
+    :class:`_SampledConv`). No check of finiteness happens here (see
     :func:`~dyhead_d2.layers.deform_conv.modulated_deform_conv`).
     """
     in_dtype = inputs[0].dtype
@@ -388,14 +432,14 @@ def sampled_deform_conv_levels(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         compute_dtype = sample_dtype
+    spec = _Spec(len(inputs), stride, padding, sample_dtype, compute_dtype)
     tensors = (*inputs, *offsets, *masks, weight) + (() if bias is None else (bias,))
-    fn = partial(_output_rows, len(inputs), stride, padding, sample_dtype, compute_dtype)
     # Not while tracing (ONNX export), which records the plain ops.
-    recompute = torch.is_grad_enabled() and not torch.jit.is_tracing()
-    if recompute and any(t.requires_grad for t in tensors):
-        out = _Recomputed.apply(fn, *tensors)
+    training = torch.is_grad_enabled() and not torch.jit.is_tracing()
+    if training and any(t.requires_grad for t in tensors):
+        out = _SampledConv.apply(spec, *tensors)
     else:
-        out = fn(*tensors)
+        out = _output_rows(spec, *tensors)
     out = out.to(in_dtype)
     outputs, start = [], 0
     for offset in offsets:
