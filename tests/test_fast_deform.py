@@ -164,6 +164,34 @@ def test_levels_call_matches_torchvision_per_input(stride):
         assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-10
 
 
+@pytest.mark.parametrize("wanted", ["inputs", "offsets and masks", "weight and bias"])
+def test_levels_call_gradient_of_a_subset(wanted):
+    # The backward computes only what is asked for (e.g. a frozen weight); what it computes is
+    # still torchvision's gradient.
+    xs, offsets, masks, weight, bias = _levels_case(1)
+    leaves = {
+        "inputs": xs,
+        "offsets and masks": offsets + masks,
+        "weight and bias": [weight, bias],
+    }[wanted]
+    grads = {}
+    for name in ("levels", "torchvision"):
+        for t in leaves:
+            t.grad = None
+            t.requires_grad_()
+        if name == "levels":
+            outs = sampled_deform_conv_levels(xs, offsets, masks, weight, bias)
+        else:
+            outs = [
+                deform_conv2d(x, o, weight, bias, padding=1, mask=m)
+                for x, o, m in zip(xs, offsets, masks)
+            ]
+        sum(o.square().sum() for o in outs).backward()
+        grads[name] = [t.grad for t in leaves]
+    for a, b in zip(grads["levels"], grads["torchvision"]):
+        assert (a - b).abs().max().item() <= 1e-10
+
+
 def test_training_keeps_only_the_arguments_for_backward():
     # The table / columns and the bilinear weights are recomputed in the backward: what
     # autograd keeps from the forward is the arguments' storage and nothing else (without the

@@ -244,7 +244,7 @@ def _stack_rows(inputs: Sequence[Tensor], dtype: torch.dtype) -> tuple[Tensor, l
     return rows.to(dtype), starts
 
 
-def _sample(
+def _corners(
     offsets: Sequence[Tensor],
     masks: Sequence[Tensor],
     sizes: Sequence[tuple[int, int]],
@@ -294,7 +294,7 @@ def _unpack(spec: _Spec, tensors: Sequence[Tensor]) -> tuple:
     return tensors[:j], tensors[j : 2 * j], tensors[2 * j : 3 * j], tensors[3 * j], bias
 
 
-def _samples(
+def _rows_and_corners(
     spec: _Spec, inputs, offsets, masks, kernel_size: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The stacked rows of the inputs (in the compute dtype), and the corners (S, 4) and bilinear
@@ -303,7 +303,7 @@ def _samples(
     offsets = [o.to(spec.sample_dtype) for o in offsets]
     masks = [m.to(spec.sample_dtype) for m in masks]
     sizes = [(x.shape[-2], x.shape[-1]) for x in inputs]
-    index, wts = _sample(offsets, masks, sizes, starts, kernel_size, spec.stride, spec.padding)
+    index, wts = _corners(offsets, masks, sizes, starts, kernel_size, spec.stride, spec.padding)
     return rows, index, wts
 
 
@@ -317,7 +317,7 @@ def _output_rows(spec: _Spec, *tensors: Tensor) -> Tensor:
     c_out, _, k, _ = weight.shape
     kk = k * k
     with torch.autocast(inputs[0].device.type, enabled=False):
-        rows, index, wts = _samples(spec, inputs, offsets, masks, k)
+        rows, index, wts = _rows_and_corners(spec, inputs, offsets, masks, k)
         weight = weight.to(spec.compute_dtype)
         # Stride 1: as many output pixels as input pixels, so multiply the input pixels first;
         # otherwise gather the (fewer) output pixels' columns first.
@@ -342,9 +342,9 @@ class _SampledConv(torch.autograd.Function):
     The taps-first table (k*k times the output) or the gathered columns, and the bilinear
     weights, are several times larger than the arguments, so the backward recomputes what it
     needs. It is the columns-first backward whichever way the forward went: gather the
-    (S/k*k, k*k*C) columns again (memory-bound), then ``grad_weight = grad_out^T @ columns`` and
-    ``grad_columns = grad_out @ W``, scattered to the input rows and dotted with them for the
-    bilinear weights' gradient. That is two GEMMs, as many as the backward of a plain
+    (output pixels, k*k*C) columns again (memory-bound), then ``grad_weight = grad_out^T @
+    columns`` and ``grad_columns = grad_out @ W``, scattered to the input rows and dotted with
+    them for the bilinear weights' gradient. That is two GEMMs, as many as the backward of a plain
     convolution; the taps-first table would need a third to be rebuilt.
     """
 
@@ -362,7 +362,7 @@ class _SampledConv(torch.autograd.Function):
         inputs, offsets, masks, weight, bias = _unpack(spec, tensors)
         c_out, c, k, _ = weight.shape
         with torch.enable_grad(), torch.autocast(inputs[0].device.type, enabled=False):
-            rows, index, wts = _samples(spec, inputs, offsets, masks, k)
+            rows, index, wts = _rows_and_corners(spec, inputs, offsets, masks, k)
         grad_out = grad_out.contiguous()
         w_cols = column_weight(weight.detach().to(spec.compute_dtype))  # (C_out, k*k*C)
         grad_weight = grad_bias = None
@@ -373,8 +373,9 @@ class _SampledConv(torch.autograd.Function):
             grad_weight = grad_cols_w.view(c_out, k, k, c).permute(0, 3, 1, 2).to(weight.dtype)
         if bias is not None and bias.requires_grad:
             grad_bias = grad_out.sum(0).to(bias.dtype)
-        grad_cols = (grad_out @ w_cols).view(-1, c)  # one row per (sample, tap)
         roots, root_grads = [], []
+        if rows.requires_grad or wts.requires_grad:
+            grad_cols = (grad_out @ w_cols).view(-1, c)  # one row per (output pixel, tap)
         if rows.requires_grad:
             roots.append(rows)
             root_grads.append(_scatter_rows(grad_cols, index, wts.detach(), rows.shape[0]))
@@ -384,13 +385,13 @@ class _SampledConv(torch.autograd.Function):
                 grad_cols, table = grad_cols.to(wts.dtype), table.to(wts.dtype)
             roots.append(wts)
             root_grads.append(_rowwise_dots(grad_cols, table, index))
-        del grad_cols
         if roots:
+            del grad_cols
             torch.autograd.backward(roots, root_grads)
         grads = [t.grad for t in tensors]
-        grads[-2 if bias is not None else -1] = grad_weight
+        grads[3 * spec.num_inputs] = grad_weight
         if bias is not None:
-            grads[-1] = grad_bias
+            grads[3 * spec.num_inputs + 1] = grad_bias
         return (None, *grads)
 
 
