@@ -1,4 +1,5 @@
-"""The sampled deformable convolution and the fused block against torchvision / the reference."""
+"""The sampled deformable convolution and the sampled block forward against torchvision / the
+reference."""
 
 import importlib.util
 import pathlib
@@ -317,7 +318,7 @@ def test_fast_tower_changes_channels():
 
 
 def test_fast_block_matches_per_level_forward():
-    # The fused forward and the per-level loop with the same (sampled) op.
+    # forward_sampled (all levels at once) and the per-level loop with the same (sampled) op.
     block = make_block("official")
     block.deform_impl = "sampled"
     feats = pyramid()
@@ -411,7 +412,7 @@ def test_benchmark_detector_inference_and_training_step(capsys):
     by_key = {r["benchmark"]: r for r in results}
     assert set(by_key) == {"c", "d"}, text
     assert by_key["c"]["ratio"] > 0 and by_key["d"]["ratio"] > 0
-    # Same weights and inputs on both sides: the fused DyHead and the vectorised assignment
+    # Same weights and inputs on both sides: the sampled DyHead and the vectorised assignment
     # reproduce the per-level torchvision DyHead and the per-box assignment loop.
     assert 0 <= by_key["c"]["max_abs_diff"]["DyHead outputs"] < 1e-3
     assert 0 <= by_key["d"]["max_abs_diff"]["losses"] < 1e-4

@@ -243,8 +243,9 @@ class DyHeadBlock(nn.Module):
         """The block as the authors wrote it: one level and one branch at a time.
 
         Each deformable convolution uses this block's ``deform_impl``; with ``"torchvision"``
-        this is the reference the fast path is checked and benchmarked against. ``offsets``
-        and ``masks`` are :meth:`offset_and_mask` of every level, computed here when not given.
+        this is the reference :meth:`forward_sampled` is checked and benchmarked against.
+        ``offsets`` and ``masks`` are :meth:`offset_and_mask` of every level, computed here when
+        not given.
         """
         if offsets is None or masks is None:
             offsets, masks = zip(*(self.offset_and_mask(x) for x in features))
