@@ -163,6 +163,8 @@ def test_levels_call_matches_torchvision_per_input(stride):
     (out, grads), (ref, ref_grads) = run(levels), run(per_input)
     for a, b in zip(out + grads, ref + ref_grads):
         assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-10
+    # Each output is a view of the rows of one (pixels, C_out) matrix: channels-last memory.
+    assert all(o.is_contiguous(memory_format=torch.channels_last) for o in out)
 
 
 @pytest.mark.parametrize("wanted", ["inputs", "offsets and masks", "weight and bias"])
