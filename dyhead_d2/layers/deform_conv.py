@@ -1,10 +1,10 @@
 """Modulated deformable convolution (DCNv2) used by DyHead's spatial-aware attention.
 
-Every DyHead block chooses the implementation here: :class:`ModulatedDeformConv` calls
-:func:`modulated_deform_conv` (one input; what :meth:`DyHeadBlock.forward_per_level` runs) or, in
-:meth:`DyHeadBlock.forward_sampled`, :meth:`ModulatedDeformConv.forward_levels` (all levels at
-once, the ``"sampled"`` implementation). Two
-implementations compute the same function:
+The implementation is chosen here (:func:`resolve_deform_impl`). :class:`ModulatedDeformConv`
+runs :func:`modulated_deform_conv` on one input (what :meth:`DyHeadBlock.forward_per_level`
+calls) or, with :meth:`ModulatedDeformConv.forward_levels`, the ``"sampled"`` implementation on
+all levels at once (what :meth:`DyHeadBlock.forward_sampled` calls). Two implementations compute
+the same function:
 
 * ``"torchvision"``: :func:`torchvision.ops.deform_conv2d`, the authors' algorithm as a compiled
   op. Fast on CUDA, slow on CPU (scalar im2col loop, serial backward).
