@@ -57,7 +57,7 @@ def pyramid(batch=2, sizes=((13, 19), (7, 10), (4, 5)), channels=C, seed=1):
 def test_block_matches_literal_reference(offset_mode):
     feats = pyramid()
     ref = reference_block(make_block(offset_mode), feats, offset_mode)
-    # Both deformable-conv implementations (per-level loop with torchvision's op; fused path).
+    # Both deformable-conv implementations (per-level loop with torchvision's op; forward_sampled).
     for impl in ("torchvision", "sampled"):
         out = make_block(offset_mode, deform_impl=impl)(feats)
         assert len(out) == len(ref) == 3

@@ -1,8 +1,9 @@
 """DyReLU, hard sigmoid and the scale-aware attention against values worked out by hand."""
 
 import torch
+from torch.nn.functional import hardsigmoid as hard_sigmoid
 
-from dyhead_d2.layers import DyReLU, ScaleAttention, hard_sigmoid
+from dyhead_d2.layers import DyReLU, ScaleAttention
 
 
 def test_hard_sigmoid_values():

@@ -1,4 +1,5 @@
-"""The sampled deformable convolution and the fused block against torchvision / the reference."""
+"""The sampled deformable convolution and the sampled block forward against torchvision / the
+reference."""
 
 import pytest
 import torch
@@ -8,7 +9,11 @@ from dyhead_d2 import DyHead
 from dyhead_d2.benchmark.runner import main as benchmark_main
 from dyhead_d2.layers import OFFSET_MODES, modulated_deform_conv
 from dyhead_d2.layers.deform_conv import DEFORM_IMPLS, resolve_deform_impl
-from dyhead_d2.layers.sampled_deform_conv import gather_sum, sampled_deform_conv
+from dyhead_d2.layers.sampled_deform_conv import (
+    gather_sum,
+    sampled_deform_conv,
+    sampled_deform_conv_levels,
+)
 
 from . import needs_detectron2
 from .test_dyhead import C, make_block, perturb_block, pyramid
@@ -119,6 +124,94 @@ def test_sampled_op_tiny_images(size):
             assert (a - b).abs().max().item() <= 1e-10
 
 
+def _levels_case(stride):
+    """Three inputs of different sizes with their own offsets/masks, one weight and bias."""
+    cases = [
+        _op_case(2, 5, 4, h, w, stride, torch.float64, "fractional", seed=seed)
+        for seed, (h, w) in enumerate(((9, 11), (5, 6), (3, 3)))
+    ]
+    return [[c[i] for c in cases] for i in range(3)] + [cases[0][3], cases[0][4]]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_levels_call_matches_torchvision_per_input(stride):
+    # One call over inputs of different sizes (taps first for stride 1, columns first for
+    # stride 2) against one torchvision call per input: outputs and every gradient, float64.
+    xs, offsets, masks, weight, bias = _levels_case(stride)
+
+    def run(fn):
+        leaves = [[t.clone().requires_grad_() for t in ts] for ts in (xs, offsets, masks)]
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        outs = fn(*leaves, w, b)
+        g = torch.Generator().manual_seed(3)
+        sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs).backward()
+        grads = [t.grad for ts in leaves for t in ts] + [w.grad, b.grad]
+        return [o.detach() for o in outs], grads
+
+    def per_input(xs, offsets, masks, w, b):
+        return [
+            deform_conv2d(x, o, w, b, stride=stride, padding=1, mask=m)
+            for x, o, m in zip(xs, offsets, masks)
+        ]
+
+    def levels(xs, offsets, masks, w, b):
+        return sampled_deform_conv_levels(xs, offsets, masks, w, b, stride=stride, padding=1)
+
+    (out, grads), (ref, ref_grads) = run(levels), run(per_input)
+    for a, b in zip(out + grads, ref + ref_grads):
+        assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-10
+    # Each output is a view of the rows of one (pixels, C_out) matrix: channels-last memory.
+    assert all(o.is_contiguous(memory_format=torch.channels_last) for o in out)
+
+
+@pytest.mark.parametrize("wanted", ["inputs", "offsets and masks", "weight and bias"])
+def test_levels_call_gradient_of_a_subset(wanted):
+    # The backward computes only what is asked for (e.g. a frozen weight); what it computes is
+    # still torchvision's gradient.
+    xs, offsets, masks, weight, bias = _levels_case(1)
+    leaves = {
+        "inputs": xs,
+        "offsets and masks": offsets + masks,
+        "weight and bias": [weight, bias],
+    }[wanted]
+    grads = {}
+    for name in ("levels", "torchvision"):
+        for t in leaves:
+            t.grad = None
+            t.requires_grad_()
+        if name == "levels":
+            outs = sampled_deform_conv_levels(xs, offsets, masks, weight, bias)
+        else:
+            outs = [
+                deform_conv2d(x, o, weight, bias, padding=1, mask=m)
+                for x, o, m in zip(xs, offsets, masks)
+            ]
+        sum(o.square().sum() for o in outs).backward()
+        grads[name] = [t.grad for t in leaves]
+    for a, b in zip(grads["levels"], grads["torchvision"]):
+        assert (a - b).abs().max().item() <= 1e-10
+
+
+def test_training_keeps_only_the_arguments_for_backward():
+    # The table / columns and the bilinear weights are recomputed in the backward: what
+    # autograd keeps from the forward is the arguments' storage and nothing else (without the
+    # recomputation the taps-first table alone is 9x the output).
+    for stride in (1, 2):
+        xs, offsets, masks, weight, bias = _levels_case(stride)
+        args = [t.requires_grad_() for t in [*xs, *offsets, *masks, weight, bias]]
+        kept = set()
+
+        def pack(t, kept=kept):
+            kept.add(t.untyped_storage().data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            outs = sampled_deform_conv_levels(xs, offsets, masks, weight, bias, stride=stride)
+        assert kept == {t.untyped_storage().data_ptr() for t in args}
+        sum(o.sum() for o in outs).backward()
+        assert all(t.grad is not None for t in args)
+
+
 def test_gather_sum_gradcheck():
     g = torch.Generator().manual_seed(0)
     table = torch.randn(7, 3, dtype=torch.float64, generator=g, requires_grad=True)
@@ -224,7 +317,7 @@ def test_fast_tower_changes_channels():
 
 
 def test_fast_block_matches_per_level_forward():
-    # The fused forward and the per-level loop with the same (sampled) op.
+    # forward_sampled (all levels at once) and the per-level loop with the same (sampled) op.
     block = make_block("official")
     block.deform_impl = "sampled"
     feats = pyramid()
@@ -307,7 +400,7 @@ def test_benchmark_detector_inference_and_training_step(capsys):
     by_key = {r["benchmark"]: r for r in results}
     assert set(by_key) == {"c", "d"}, text
     assert by_key["c"]["ratio"] > 0 and by_key["d"]["ratio"] > 0
-    # Same weights and inputs on both sides: the fused DyHead and the vectorised assignment
+    # Same weights and inputs on both sides: the sampled DyHead and the vectorised assignment
     # reproduce the per-level torchvision DyHead and the per-box assignment loop.
     assert 0 <= by_key["c"]["max_abs_diff"]["DyHead outputs"] < 1e-3
     assert 0 <= by_key["d"]["max_abs_diff"]["losses"] < 1e-4

@@ -4,7 +4,7 @@
 The reference is the authors' algorithm as written: one level and one branch at a time with
 ``torchvision.ops.deform_conv2d`` (``DyHead(..., deform_impl="torchvision")``, i.e.
 :meth:`DyHeadBlock.forward_per_level`). The project's implementation is the same module with
-``deform_impl=--impl`` (default ``"auto"``: the fused, gather + GEMM path on CPU) and the same
+``deform_impl=--impl`` (default ``"auto"``: the sampled, gather + GEMM path on CPU) and the same
 weights. Both run in the same process, interleaved (ref, new, new, ref, ...), and each reported
 time is the median over ``--repeats`` runs after ``--warmup`` runs, so load from other processes
 hits both alike; compare the ratios, not the absolute times. Each time is also given as process

@@ -11,7 +11,7 @@ and resized as the config's test loader does) while
 
 * ``scale_attention.png``: the scale-aware attention, for every block and level the weight of
   each branch it fuses (low: from the finer level, mid: its own, high: from the coarser level),
-  ``hard_sigmoid(relu(.))``, so in [0.5, 1];
+  ``hardsigmoid(relu(.))``, so in [0.5, 1];
 * ``offsets_block{B}_{LEVEL}.png``: the spatial-aware attention of block ``--block`` on level
   ``--level``: at ``--num-points`` positions (the centres of the highest-scoring detections,
   then a grid) the 3x3 kernel grid of the ``mid`` deformable convolution and where it actually

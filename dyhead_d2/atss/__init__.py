@@ -1,4 +1,4 @@
-"""ATSS detector math in plain PyTorch + torchvision + fvcore (no detectron2 import).
+"""ATSS detector math in plain PyTorch + torchvision (no detectron2 or fvcore import).
 
 The Detectron2 meta-architecture calls these: :func:`atss_assign` to label anchors,
 :func:`centerness_targets` and :func:`atss_losses` for training, :func:`select_topk_candidates`

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from fvcore.nn import sigmoid_focal_loss_jit
 from torch import Tensor
-from torchvision.ops import generalized_box_iou_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 __all__ = ["atss_losses", "reduce_mean_over_workers"]
 
@@ -96,10 +95,15 @@ def atss_losses(
     sum_ctr_avg = sum_ctr_avg.clamp(min=torch.finfo(sum_ctr_avg.dtype).eps)
 
     # The background label K becomes an all-zero row once its one-hot column is dropped.
-    gt_onehot = F.one_hot(gt_labels, num_classes + 1)[..., :num_classes].to(pred_logits.dtype)
+    gt_onehot = F.one_hot(gt_labels, num_classes + 1)[..., :num_classes].float()
+    # In float32 whatever the logits' dtype, as Detectron2's (fvcore's) focal loss computes it.
     loss_cls = (
-        sigmoid_focal_loss_jit(
-            pred_logits, gt_onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"
+        sigmoid_focal_loss(
+            pred_logits.float(),
+            gt_onehot,
+            alpha=focal_alpha,
+            gamma=focal_gamma,
+            reduction="sum",
         )
         / num_pos_avg
     )

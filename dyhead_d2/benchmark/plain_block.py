@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from ..layers.deform_conv import guard_non_finite, resolve_deform_impl
-from ..layers.fast_block import assemble_levels, fused_deform_branches
 from ..layers.finite import all_finite
 from ..layers.offset_modes import read_high_branch_offset
 from .timing import compare
@@ -49,7 +48,7 @@ def _plain(conv, x, masks, level, high_size=None, block=None):
 
 def plain_block(block, features):
     masks = [mask for _, mask in (block.offset_and_mask(x) for x in features)]
-    return assemble_levels(block, features, *plain_branches(block, features, masks))
+    return block.fuse_levels(*plain_branches(block, features, masks))
 
 
 def block_vs_plain(new, feats, args, device, report) -> None:
@@ -65,7 +64,7 @@ def block_vs_plain(new, feats, args, device, report) -> None:
         grad = torch.is_grad_enabled()
         off = [o.detach().requires_grad_(grad) for o in offsets]
         msk = [m.detach().requires_grad_(grad) for m in masks]
-        mids, lows, highs = fused_deform_branches(block, inputs, off, msk)
+        mids, lows, highs = block.sampled_branches(inputs, off, msk)
         return [t for t in mids + lows + highs if t is not None]
 
     def plain_convs(inputs):

@@ -2,12 +2,12 @@
 
 from .deform_conv import DEFORM_IMPLS, ModulatedDeformConv, modulated_deform_conv
 from .dyhead import DeformConvGN, DyHead, DyHeadBlock, ScaleAttention, check_pyramid
-from .dyrelu import DyReLU, hard_sigmoid
+from .dyrelu import DyReLU
 from .finite import NonFiniteError
 from .frozen_stats_bn import FrozenStatsBatchNorm2d
 from .offset_modes import OFFSET_MODES, read_high_branch_offset
 from .ports import INIT_STYLES, PORTS, DyHeadPort, resolve_port
-from .sampled_deform_conv import sampled_deform_conv
+from .sampled_deform_conv import sampled_deform_conv, sampled_deform_conv_levels
 
 __all__ = [
     "DEFORM_IMPLS",
@@ -24,9 +24,9 @@ __all__ = [
     "PORTS",
     "ScaleAttention",
     "check_pyramid",
-    "hard_sigmoid",
     "modulated_deform_conv",
     "read_high_branch_offset",
     "resolve_port",
     "sampled_deform_conv",
+    "sampled_deform_conv_levels",
 ]

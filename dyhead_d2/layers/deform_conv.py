@@ -1,8 +1,10 @@
 """Modulated deformable convolution (DCNv2) used by DyHead's spatial-aware attention.
 
-Every DyHead block calls :func:`modulated_deform_conv` (directly or through its fused block
-forward); it is the one place where the deformable convolution implementation is chosen. Two
-implementations compute the same function:
+The implementation is chosen here (:func:`resolve_deform_impl`). :class:`ModulatedDeformConv`
+runs :func:`modulated_deform_conv` on one input (what :meth:`DyHeadBlock.forward_per_level`
+calls) or, with :meth:`ModulatedDeformConv.forward_levels`, the ``"sampled"`` implementation on
+all levels at once (what :meth:`DyHeadBlock.forward_sampled` calls). Two implementations compute
+the same function:
 
 * ``"torchvision"``: :func:`torchvision.ops.deform_conv2d`, the authors' algorithm as a compiled
   op. Fast on CUDA, slow on CPU (scalar im2col loop, serial backward).
@@ -36,12 +38,17 @@ parameter.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-from .sampled_deform_conv import sampled_deform_conv
+from .sampled_deform_conv import (
+    FULL_PRECISION,
+    sampled_deform_conv,
+    sampled_deform_conv_levels,
+)
 
 __all__ = [
     "DEFORM_IMPLS",
@@ -107,7 +114,7 @@ def modulated_deform_conv(
     op = deform_conv2d if impl == "torchvision" else _sampled
     device_type = x.device.type
     dtypes = {x.dtype, offset.dtype, mask.dtype, weight.dtype}
-    upcast = len(dtypes) > 1 or (impl == "sampled" and not dtypes <= _FULL)
+    upcast = len(dtypes) > 1 or (impl == "sampled" and not dtypes <= set(FULL_PRECISION))
     if torch.is_autocast_enabled(device_type) or upcast:
         with torch.autocast(device_type, enabled=False):
             out = op(
@@ -121,9 +128,6 @@ def modulated_deform_conv(
             )
         return out.to(x.dtype)
     return op(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
-
-
-_FULL = {torch.float32, torch.float64}
 
 
 def guard_non_finite(
@@ -197,6 +201,16 @@ class ModulatedDeformConv(nn.Module):
             stride=self.stride,
             padding=self.padding,
             impl=self.deform_impl,
+        )
+
+    def forward_levels(
+        self, inputs: Sequence[Tensor], offsets: Sequence[Tensor], masks: Sequence[Tensor]
+    ) -> list[Tensor]:
+        """This convolution of several inputs at once with the ``"sampled"`` implementation
+        (see :func:`~dyhead_d2.layers.sampled_deform_conv.sampled_deform_conv_levels`), whatever
+        ``deform_impl`` is. No non-finite guard: the caller checks the offsets and masks."""
+        return sampled_deform_conv_levels(
+            inputs, offsets, masks, self.weight, self.bias, self.stride, self.padding
         )
 
     def extra_repr(self) -> str:

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .deform_conv import ModulatedDeformConv, resolve_deform_impl
-from .dyrelu import DyReLU, hard_sigmoid
-from .fast_block import fused_block_forward
+from .dyrelu import DyReLU
 from .finite import NonFiniteError, all_finite, describe_non_finite, find_non_finite
 from .offset_modes import read_high_branch_offset
 from .ports import DyHeadPort, resolve_port
@@ -21,6 +20,7 @@ __all__ = [
     "ScaleAttention",
     "DeformConvGN",
     "check_pyramid",
+    "split_offset_and_mask",
 ]
 
 # Offset and mask of a 3x3 DCNv2 with one deformable group: 9 (dy, dx) pairs + 9 modulation scalars.
@@ -28,7 +28,7 @@ _OFFSET_CHANNELS = 18
 _MASK_CHANNELS = 9
 
 
-def _split_offset_and_mask(out: Tensor) -> tuple[Tensor, Tensor]:
+def split_offset_and_mask(out: Tensor) -> tuple[Tensor, Tensor]:
     """offset_conv's (N, 27, H, W) output -> offsets (N, 18, H, W), sigmoid masks (N, 9, H, W)."""
     return out[:, :_OFFSET_CHANNELS], out[:, _OFFSET_CHANNELS:].sigmoid()
 
@@ -70,7 +70,8 @@ class ScaleAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, 1, 1, 1)."""
-        return hard_sigmoid(F.relu(self.conv(x.mean(dim=(2, 3), keepdim=True))))
+        # F.hardsigmoid is ReLU6(x + 3) / 6, the "h_sigmoid" of both DyHead ports.
+        return F.hardsigmoid(F.relu(self.conv(x.mean(dim=(2, 3), keepdim=True))))
 
 
 def check_pyramid(features: Sequence[Tensor], channels: int, owner: str = "DyHead") -> None:
@@ -143,8 +144,8 @@ class DyHeadBlock(nn.Module):
     levels, whether the block's input was finite, and the block's first non-finite parameter,
     instead of reaching the deformable convolutions (where torchvision's op would read out of
     bounds). It then runs :meth:`forward_per_level` (the algorithm as written: per level, per
-    branch) when the resolved implementation is ``"torchvision"``, and the fused all-levels
-    forward of :mod:`dyhead_d2.layers.fast_block` when it is ``"sampled"``. Under autocast the
+    branch) when the resolved implementation is ``"torchvision"``, and :meth:`forward_sampled`
+    (each convolution once over all levels) when it is ``"sampled"``. Under autocast the
     former runs the deformable convolutions in float32; the latter computes sampling positions
     and bilinear weights in float32 and its matrix products and gathers in the autocast dtype.
     """
@@ -206,7 +207,7 @@ class DyHeadBlock(nn.Module):
 
     def offset_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Offsets (N, 18, H, W) and sigmoid masks (N, 9, H, W) predicted from one level."""
-        return _split_offset_and_mask(self.offset_conv(x))
+        return split_offset_and_mask(self.offset_conv(x))
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Levels fine to coarse, (N, in_channels, H_l, W_l) -> (N, out_channels, H_l, W_l)."""
@@ -215,10 +216,10 @@ class DyHeadBlock(nn.Module):
         # The raw predictions, not the sigmoid masks: an Inf mask logit is a finite mask.
         if not all_finite(raw):
             raise NonFiniteError(self._describe_non_finite(features, raw))
-        offsets, masks = zip(*(_split_offset_and_mask(r) for r in raw))
+        offsets, masks = zip(*(split_offset_and_mask(r) for r in raw))
         if resolve_deform_impl(self.deform_impl, features[0].device) == "torchvision":
             return self.forward_per_level(features, offsets, masks)
-        return fused_block_forward(self, features, offsets, masks)
+        return self.forward_sampled(features, offsets, masks)
 
     def _describe_non_finite(self, features: Sequence[Tensor], raw: Sequence[Tensor]) -> str:
         bad = [
@@ -244,8 +245,9 @@ class DyHeadBlock(nn.Module):
         """The block as the authors wrote it: one level and one branch at a time.
 
         Each deformable convolution uses this block's ``deform_impl``; with ``"torchvision"``
-        this is the reference the fast path is checked and benchmarked against. ``offsets``
-        and ``masks`` are :meth:`offset_and_mask` of every level, computed here when not given.
+        this is the reference :meth:`forward_sampled` is checked and benchmarked against.
+        ``offsets`` and ``masks`` are :meth:`offset_and_mask` of every level, computed here when
+        not given.
         """
         if offsets is None or masks is None:
             offsets, masks = zip(*(self.offset_and_mask(x) for x in features))
@@ -265,6 +267,63 @@ class DyHeadBlock(nn.Module):
                     read_high_branch_offset(mask, size, self.offset_mode, is_mask=True),
                 )
             outputs.append(self.fuse_branches(mid, low, high))
+        return outputs
+
+    def forward_sampled(
+        self,
+        features: Sequence[Tensor],
+        offsets: Sequence[Tensor] | None = None,
+        masks: Sequence[Tensor] | None = None,
+    ) -> list[Tensor]:
+        """The block with the ``"sampled"`` implementation: the same function as
+        :meth:`forward_per_level`, but each of the three deformable convolutions runs once over
+        all levels (their weights are shared by the levels; see :meth:`sampled_branches`).
+
+        ``features`` must be a valid pyramid (see :func:`check_pyramid`); ``offsets`` and
+        ``masks`` are :meth:`offset_and_mask` of every level, computed here when not given.
+        """
+        if offsets is None or masks is None:
+            offsets, masks = zip(*(self.offset_and_mask(x) for x in features))
+        return self.fuse_levels(*self.sampled_branches(features, offsets, masks))
+
+    def sampled_branches(
+        self, features: Sequence[Tensor], offsets: Sequence[Tensor], masks: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor | None], list[Tensor | None]]:
+        """The three deformable convolutions of every level, before normalisation.
+
+        ``mid`` runs on all levels, ``high`` on levels 1.. with the finer level's offset/mask
+        read at that size, ``low`` (stride 2) on levels ..L-2 with the coarser level's; each is
+        one :meth:`~dyhead_d2.layers.deform_conv.ModulatedDeformConv.forward_levels` call.
+        Returns per level ``mid``, ``low`` (None on level 0) and ``high`` (None on the last
+        level; at the coarser level's size, not yet upsampled), each (N, C_out, h, w) in
+        channels-last memory.
+        """
+        mids = self.conv_mid.conv.forward_levels(features, offsets, masks)
+        if len(features) == 1:
+            return mids, [None], [None]
+        sizes = [(f.shape[-2], f.shape[-1]) for f in features[1:]]
+        mode = self.offset_mode
+        high_offsets = [read_high_branch_offset(o, s, mode) for o, s in zip(offsets, sizes)]
+        high_masks = [
+            read_high_branch_offset(m, s, mode, is_mask=True) for m, s in zip(masks, sizes)
+        ]
+        highs = self.conv_high.conv.forward_levels(features[1:], high_offsets, high_masks)
+        lows = self.conv_low.conv.forward_levels(features[:-1], offsets[1:], masks[1:])
+        return mids, [None, *lows], [*highs, None]
+
+    def fuse_levels(
+        self,
+        mids: Sequence[Tensor],
+        lows: Sequence[Tensor | None],
+        highs: Sequence[Tensor | None],
+    ) -> list[Tensor]:
+        """Every level's output from its raw branch outputs (as :meth:`sampled_branches` returns
+        them): each branch's GroupNorm, then :meth:`fuse_branches`."""
+        outputs = []
+        for mid, low, high in zip(mids, lows, highs):
+            low = None if low is None else self.conv_low.norm(low)
+            high = None if high is None else self.conv_high.norm(high)
+            outputs.append(self.fuse_branches(self.conv_mid.norm(mid), low, high))
         return outputs
 
     def fuse_branches(self, mid: Tensor, low: Tensor | None, high: Tensor | None) -> Tensor:

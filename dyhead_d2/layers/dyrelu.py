@@ -6,12 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DyReLU", "hard_sigmoid"]
-
-
-def hard_sigmoid(x: Tensor) -> Tensor:
-    """ReLU6(x + 3) / 6, the "h_sigmoid" of both DyHead ports."""
-    return F.hardsigmoid(x)
+__all__ = ["DyReLU"]
 
 
 class DyReLU(nn.Module):
@@ -37,7 +32,8 @@ class DyReLU(nn.Module):
         """The per-image, per-channel ``(a1, b1, a2, b2)``, each (N, C, 1, 1)."""
         n, c = x.shape[:2]
         y = x.mean(dim=(2, 3))
-        y = hard_sigmoid(self.fc2(F.relu(self.fc1(y))))
+        # F.hardsigmoid is ReLU6(x + 3) / 6, the "h_sigmoid" of both DyHead ports.
+        y = F.hardsigmoid(self.fc2(F.relu(self.fc1(y))))
         a1, b1, a2, b2 = y.view(n, 4, c, 1, 1).unbind(dim=1)
         return (a1 - 0.5) * 2.0 + 1.0, b1 - 0.5, (a2 - 0.5) * 2.0, b2 - 0.5
 

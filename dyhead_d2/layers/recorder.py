@@ -4,8 +4,9 @@
 ``task_attn`` while it is active and detaches them on exit; the hooks copy values and return
 nothing, so outputs and gradients are exactly those of the model without it, on both forward
 paths. It relies on the order in which a block calls these modules, which both paths
-(:meth:`~dyhead_d2.layers.dyhead.DyHeadBlock.forward_per_level` and the fused forward of
-:mod:`~dyhead_d2.layers.fast_block`) share, and checks it after every block call:
+(:meth:`~dyhead_d2.layers.dyhead.DyHeadBlock.forward_per_level` and
+:meth:`~dyhead_d2.layers.dyhead.DyHeadBlock.forward_sampled`) share, and checks it after every
+block call:
 
 * ``offset_conv`` once per level, in level order (from ``offset_and_mask``);
 * ``scale_attn`` once per branch of each level, levels in order, branches ``mid``, ``low``
@@ -20,10 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BlockRecord", "DyHeadRecorder", "branch_names"]
+from .dyhead import split_offset_and_mask
 
-# Offset/mask channels of a 3x3 DCNv2 (as in dyhead.py): 9 (dy, dx) pairs, then 9 mask logits.
-_OFFSET_CHANNELS = 18
+__all__ = ["BlockRecord", "DyHeadRecorder", "branch_names"]
 
 
 def branch_names(level: int, num_levels: int) -> list[str]:
@@ -141,9 +141,10 @@ class DyHeadRecorder:
                     "forward no longer runs them in the order this recorder relies on"
                 )
             scales = iter(pending["scale"])
+            offsets, masks = zip(*map(split_offset_and_mask, pending["offset"]))
             self.blocks[i] = BlockRecord(
-                offset=[o[:, :_OFFSET_CHANNELS] for o in pending["offset"]],
-                mask=[o[:, _OFFSET_CHANNELS:].sigmoid() for o in pending["offset"]],
+                offset=list(offsets),
+                mask=list(masks),
                 scale=[{name: next(scales) for name in level} for level in names],
                 dyrelu=pending["dyrelu"],
             )

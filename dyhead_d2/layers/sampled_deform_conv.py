@@ -2,13 +2,15 @@
 
 ``torchvision.ops.deform_conv2d`` on CPU builds its columns with a scalar loop and spends most of
 its backward in serial scatter loops. This module computes the same function from a few large,
-well-parallelised ATen ops:
+well-parallelised ATen ops, for one input (:func:`sampled_deform_conv`) or for several inputs
+that share the weight, e.g. the levels of a feature pyramid (:func:`sampled_deform_conv_levels`,
+the one implementation; a single input is the case N = 1):
 
-* :func:`bilinear_taps` turns offsets and masks into, for every output pixel and kernel tap, the
-  four bilinear corners (flat pixel indices) and their weights (bilinear weight x mask, zero for a
-  corner outside the image). It reproduces DCNv2's sampling exactly: the position is
-  ``(i * stride - padding + ki) + dy`` rounded once, as torchvision computes it, the corners are
-  ``floor`` and ``floor + 1``, and corners outside the image read zero. Because corners and
+* :func:`bilinear_corners` turns sample positions and masks into, for every output pixel and
+  kernel tap, the four bilinear corners (flat pixel indices) and their weights (bilinear weight x
+  mask, zero for a corner outside the image). It reproduces DCNv2's sampling exactly: the position
+  is ``(i * stride - padding + ki) + dy`` rounded once, as torchvision computes it, the corners
+  are ``floor`` and ``floor + 1``, and corners outside the image read zero. Because corners and
   fractions come from the same float as in torchvision's kernel, the result and the gradient with
   respect to the offset agree with it even at integer positions and on the border (e.g. exactly
   -1 or H), where the bilinear weights are not differentiable.
@@ -17,15 +19,21 @@ well-parallelised ATen ops:
   gradient, a sampled dense-dense product for the weight gradient). Gradients reach offsets and
   masks through the bilinear weights with ordinary autograd.
 
-Two ways of combining them, chosen by :func:`sampled_deform_conv`:
+All inputs' pixels are stacked as the rows of one (sum_j N*H_j*W_j, C) matrix, and the
+convolution is computed one of two ways:
 
-* **taps first** (output as large as the input, e.g. stride 1): multiply the input by the k*k
-  weight slices first, ``Y = x @ W_k`` for every tap (one GEMM, a 1x1 convolution to k*k*C_out
+* **taps first** (stride 1, output as large as the input): multiply the input by the k*k weight
+  slices first, ``Y = x @ W_k`` for every tap (one GEMM, a 1x1 convolution to k*k*C_out
   channels), then each output pixel is a gather-sum of 4*k*k rows of ``Y``. The gathered tensor
   is the output itself, k*k times smaller than im2col columns.
-* **columns first**: gather the (N*Ho*Wo, k*k*C) columns of the input, then one GEMM with the
-  weight. Used when the output has fewer pixels than the input (stride 2), where taps first
-  would multiply every input pixel instead of every output pixel.
+* **columns first** (stride 2): gather the (sum_j N*Ho_j*Wo_j, k*k*C) columns of the inputs,
+  then one GEMM with the weight; taps first would multiply every input pixel instead of every
+  output pixel.
+
+For training, only the arguments are kept for the backward, which recomputes the bilinear
+weights and the columns (:class:`_SampledConv`): the taps-first table, the columns and the
+bilinear weights are several times the size of the arguments (a DyHead tower's forward would
+keep 1.9 GiB of them at 800x1216).
 
 Results equal torchvision's up to float rounding (different summation order), outputs and all
 gradients, for float32 and float64.
@@ -34,24 +42,21 @@ gradients, for float32 and float64.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "bilinear_corners",
-    "bilinear_taps",
-    "column_weight",
-    "gather_sum",
-    "sampled_deform_conv",
-    "tap_positions",
-    "tap_weight",
-]
+__all__ = ["FULL_PRECISION", "gather_sum", "sampled_deform_conv", "sampled_deform_conv_levels"]
 
 
 # ONNX's TensorProto.FLOAT: the exported gather-sum is float32, like the model's inference.
 _ONNX_FLOAT = 1
+
+# Sampling positions and bilinear weights are computed in these dtypes (float32 for any other).
+FULL_PRECISION = (torch.float32, torch.float64)
 
 
 class _GatherSum(torch.autograd.Function):
@@ -216,32 +221,6 @@ def bilinear_corners(
     return index, weight
 
 
-def bilinear_taps(
-    offset: Tensor,
-    mask: Tensor,
-    in_size: tuple[int, int],
-    kernel_size: int,
-    stride: int,
-    padding: int,
-) -> tuple[Tensor, Tensor]:
-    """Bilinear corners and weights of every sample of a modulated deformable convolution.
-
-    Args:
-        offset: (N, 2*k*k, Ho, Wo), pairs (dy, dx) per tap (torchvision's layout).
-        mask: (N, k*k, Ho, Wo).
-        in_size: (H, W) of the sampled input.
-    Returns:
-        ``index`` and ``weight`` of :func:`bilinear_corners`, each (N, Ho, Wo, k*k, 4): flat
-        pixel indices within one image and bilinear weight x mask.
-    """
-    n, _, ho, wo = offset.shape
-    kk = kernel_size * kernel_size
-    off = offset.view(n, kk, 2, ho, wo).permute(0, 3, 4, 1, 2)  # (N, Ho, Wo, kk, 2)
-    # One rounding, (float) integer + offset, exactly like the kernel.
-    pos = tap_positions(n, (ho, wo), kernel_size, stride, padding, offset) + off
-    return bilinear_corners(pos[..., 0], pos[..., 1], mask.permute(0, 2, 3, 1), *in_size)
-
-
 def tap_weight(weight: Tensor) -> Tensor:
     """(C_out, C, k, k) -> (k*k*C_out, C): row ``tap * C_out + o`` is ``weight[o, :, ki, kj]``."""
     return weight.permute(2, 3, 0, 1).reshape(-1, weight.shape[1])
@@ -252,8 +231,223 @@ def column_weight(weight: Tensor) -> Tensor:
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-def _image_offsets(n: int, pixels: int, device: torch.device) -> Tensor:
-    return (torch.arange(n, device=device) * pixels).view(n, 1, 1, 1, 1)
+def _stack_rows(inputs: Sequence[Tensor], dtype: torch.dtype) -> tuple[Tensor, list]:
+    """(sum_j N*H_j*W_j, C) rows of all inputs, input-major then image, row, column, in
+    ``dtype``; and the first row of each input."""
+    starts, start = [], 0
+    for x in inputs:
+        starts.append(start)
+        # Not ``+=``: under tracing (ONNX export) sizes are 0-dim tensors, which it would modify
+        # in place, moving the previous input's start too.
+        start = start + x.shape[0] * x.shape[2] * x.shape[3]
+    rows = torch.cat([x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]) for x in inputs])
+    return rows.to(dtype), starts
+
+
+def _corners(
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    sizes: Sequence[tuple[int, int]],
+    starts: Sequence[int],
+    kernel_size: int,
+    stride: int,
+    padding: int,
+) -> tuple[Tensor, Tensor]:
+    """Bilinear corners and weights of all samples of several inputs' convolutions, in one pass.
+
+    Samples are ordered input, image, output pixel, tap. Indices are rows of the stacked rows
+    (input ``j``'s first row is ``starts[j]``). Returns (index, weight), each (S, 4).
+    """
+    kk = kernel_size * kernel_size
+    like = offsets[0]
+    indices, weights = [], []
+    for offset, mask, (h, w), start in zip(offsets, masks, sizes, starts):
+        n, _, ho, wo = offset.shape
+        off = offset.view(n, kk, 2, ho, wo).permute(0, 3, 4, 1, 2)
+        # One rounding, (float) integer + offset, exactly like torchvision's kernel.
+        base = tap_positions(n, (ho, wo), kernel_size, stride, padding, like)
+        pos = (base + off).reshape(n, -1, 2)
+        mask = mask.permute(0, 2, 3, 1).reshape(n, -1)
+        # Per input (one image size each), so that under tracing (ONNX export) every size and
+        # offset stays a function of the input shapes instead of a recorded constant.
+        index, weight = bilinear_corners(pos[..., 0], pos[..., 1], mask, h, w)
+        image_start = torch.arange(n, device=like.device).view(n, 1, 1) * (h * w) + start
+        indices.append((index + image_start).reshape(-1, 4))
+        weights.append(weight.reshape(-1, 4))
+    return torch.cat(indices), torch.cat(weights)
+
+
+class _Spec(NamedTuple):
+    """What a sampled convolution needs besides its tensors."""
+
+    num_inputs: int
+    stride: int
+    padding: int
+    sample_dtype: torch.dtype  # of sampling positions and bilinear weights
+    compute_dtype: torch.dtype  # of the matrix products and gathers
+
+
+def _unpack(spec: _Spec, tensors: Sequence[Tensor]) -> tuple:
+    """The flat ``tensors`` (inputs, offsets, masks, weight[, bias]) as those five."""
+    j = spec.num_inputs
+    bias = tensors[3 * j + 1] if len(tensors) > 3 * j + 1 else None
+    return tensors[:j], tensors[j : 2 * j], tensors[2 * j : 3 * j], tensors[3 * j], bias
+
+
+def _rows_and_corners(
+    spec: _Spec, inputs, offsets, masks, kernel_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The stacked rows of the inputs (in the compute dtype), and the corners (S, 4) and bilinear
+    weights (S, 4) of every sample (in the sample dtype)."""
+    rows, starts = _stack_rows(inputs, spec.compute_dtype)
+    offsets = [o.to(spec.sample_dtype) for o in offsets]
+    masks = [m.to(spec.sample_dtype) for m in masks]
+    sizes = [(x.shape[-2], x.shape[-1]) for x in inputs]
+    index, wts = _corners(offsets, masks, sizes, starts, kernel_size, spec.stride, spec.padding)
+    return rows, index, wts
+
+
+def _output_rows(spec: _Spec, *tensors: Tensor) -> Tensor:
+    """The convolution of every input as rows, (sum_j N*Ho_j*Wo_j, C_out) in the compute dtype.
+
+    ``tensors`` are the inputs, offsets and masks (``spec.num_inputs`` each), the weight and
+    optionally the bias: flat, so that :class:`_SampledConv` can save them.
+    """
+    inputs, offsets, masks, weight, bias = _unpack(spec, tensors)
+    c_out, _, k, _ = weight.shape
+    kk = k * k
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        rows, index, wts = _rows_and_corners(spec, inputs, offsets, masks, k)
+        weight = weight.to(spec.compute_dtype)
+        # Stride 1: as many output pixels as input pixels, so multiply the input pixels first;
+        # otherwise gather the (fewer) output pixels' columns first.
+        if spec.stride == 1:
+            # Y[pixel, tap] = W_tap @ x[pixel] for every input pixel (one GEMM), then each output
+            # pixel is a gather-sum of its 4*k*k rows of Y.
+            tap = torch.arange(index.shape[0], device=index.device) % kk
+            index = index * kk + tap.unsqueeze(1)
+            table = (rows @ tap_weight(weight).t()).view(-1, c_out)
+            out = gather_sum(table, index.view(-1, 4 * kk), wts.view(-1, 4 * kk))
+            return out if bias is None else out + bias.to(out.dtype)
+        cols = gather_sum(rows, index, wts).view(-1, kk * rows.shape[1])
+        w_cols = column_weight(weight).t()
+        if bias is None:
+            return cols @ w_cols
+        return torch.addmm(bias.to(cols.dtype), cols, w_cols)
+
+
+class _SampledConv(torch.autograd.Function):
+    """:func:`_output_rows` for training: keeps only its arguments for the backward.
+
+    The taps-first table (k*k times the output) or the gathered columns, and the bilinear
+    weights, are several times larger than the arguments, so the backward recomputes what it
+    needs. It is the columns-first backward whichever way the forward went: gather the
+    (output pixels, k*k*C) columns again (memory-bound), then ``grad_weight = grad_out^T @
+    columns`` and ``grad_columns = grad_out @ W``, scattered to the input rows and dotted with
+    them for the bilinear weights' gradient. That is two GEMMs, as many as the backward of a plain
+    convolution; the taps-first table would need a third to be rebuilt.
+    """
+
+    @staticmethod
+    def forward(ctx, spec: _Spec, *tensors: Tensor) -> Tensor:
+        ctx.spec = spec
+        ctx.save_for_backward(*tensors)
+        return _output_rows(spec, *tensors)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        spec = ctx.spec
+        needs = ctx.needs_input_grad[1:]
+        tensors = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, needs)]
+        inputs, offsets, masks, weight, bias = _unpack(spec, tensors)
+        c_out, c, k, _ = weight.shape
+        with torch.enable_grad(), torch.autocast(inputs[0].device.type, enabled=False):
+            rows, index, wts = _rows_and_corners(spec, inputs, offsets, masks, k)
+        grad_out = grad_out.contiguous()
+        w_cols = column_weight(weight.detach().to(spec.compute_dtype))  # (C_out, k*k*C)
+        grad_weight = grad_bias = None
+        if weight.requires_grad:
+            cols = gather_sum(rows.detach(), index, wts.detach()).view(-1, k * k * c)
+            grad_cols_w = grad_out.t() @ cols
+            del cols
+            grad_weight = grad_cols_w.view(c_out, k, k, c).permute(0, 3, 1, 2).to(weight.dtype)
+        if bias is not None and bias.requires_grad:
+            grad_bias = grad_out.sum(0).to(bias.dtype)
+        roots, root_grads = [], []
+        if rows.requires_grad or wts.requires_grad:
+            grad_cols = (grad_out @ w_cols).view(-1, c)  # one row per (output pixel, tap)
+        if rows.requires_grad:
+            roots.append(rows)
+            root_grads.append(_scatter_rows(grad_cols, index, wts.detach(), rows.shape[0]))
+        if wts.requires_grad:
+            table = rows.detach()
+            if table.dtype != wts.dtype:  # reduced-precision rows: dot products in wts' dtype
+                grad_cols, table = grad_cols.to(wts.dtype), table.to(wts.dtype)
+            roots.append(wts)
+            root_grads.append(_rowwise_dots(grad_cols, table, index))
+        if roots:
+            del grad_cols
+            torch.autograd.backward(roots, root_grads)
+        grads = [t.grad for t in tensors]
+        grads[3 * spec.num_inputs] = grad_weight
+        if bias is not None:
+            grads[3 * spec.num_inputs + 1] = grad_bias
+        return (None, *grads)
+
+
+def sampled_deform_conv_levels(
+    inputs: Sequence[Tensor],
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int = 1,
+    padding: int = 1,
+) -> list[Tensor]:
+    """One modulated deformable convolution (one weight) applied to several inputs at once.
+
+    Output ``j`` is ``torchvision.ops.deform_conv2d(inputs[j], offsets[j], weight, bias,
+    stride, padding, mask=masks[j])``; the inputs may differ in size (e.g. pyramid levels), but
+    their pixels become the rows of one matrix, so the whole convolution is one GEMM and one
+    gather-sum: taps first for stride 1, columns first otherwise (see the module docstring).
+
+    Args:
+        inputs: (N, C, H_j, W_j) each, one batch size.
+        offsets: (N, 2*k*k, Ho_j, Wo_j) each, pairs (dy, dx) per tap (torchvision's layout).
+        masks: (N, k*k, Ho_j, Wo_j) each.
+        weight: (C_out, C, k, k); bias: (C_out,) or None.
+    Returns:
+        (N, C_out, Ho_j, Wo_j) per input, channels-last memory, in the inputs' dtype. Sampling
+        positions and bilinear weights are computed in float32 (float64 for float64 inputs).
+        Under autocast the matrix products and gathers run in the autocast dtype (like a
+        convolution's); otherwise in float32/float64.
+
+    When a gradient is needed, only the arguments are kept for the backward (see
+    :class:`_SampledConv`). No check of finiteness happens here (see
+    :func:`~dyhead_d2.layers.deform_conv.modulated_deform_conv`).
+    """
+    in_dtype = inputs[0].dtype
+    device_type = inputs[0].device.type
+    sample_dtype = in_dtype if in_dtype in FULL_PRECISION else torch.float32
+    if torch.is_autocast_enabled(device_type):
+        compute_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        compute_dtype = sample_dtype
+    spec = _Spec(len(inputs), stride, padding, sample_dtype, compute_dtype)
+    tensors = (*inputs, *offsets, *masks, weight) + (() if bias is None else (bias,))
+    # Not while tracing (ONNX export), which records the plain ops.
+    training = torch.is_grad_enabled() and not torch.jit.is_tracing()
+    if training and any(t.requires_grad for t in tensors):
+        out = _SampledConv.apply(spec, *tensors)
+    else:
+        out = _output_rows(spec, *tensors)
+    out = out.to(in_dtype)
+    outputs, start = [], 0
+    for offset in offsets:
+        n, _, ho, wo = offset.shape
+        outputs.append(out[start : start + n * ho * wo].view(n, ho, wo, -1).permute(0, 3, 1, 2))
+        start = start + n * ho * wo
+    return outputs
 
 
 def sampled_deform_conv(
@@ -267,25 +461,8 @@ def sampled_deform_conv(
 ) -> Tensor:
     """Modulated deformable convolution (square kernel, one deformable group, dilation 1).
 
-    Same arguments and result as :func:`torchvision.ops.deform_conv2d` with ``mask``. The result
-    is laid out channels-last (its values are what torchvision returns).
+    Same arguments and result as :func:`torchvision.ops.deform_conv2d` with ``mask``: the one-input
+    case of :func:`sampled_deform_conv_levels`. The result is laid out channels-last (its values
+    are what torchvision returns).
     """
-    n, c, h, w = x.shape
-    c_out, _, k, _ = weight.shape
-    ho, wo = offset.shape[-2:]
-    kk = k * k
-    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    index, wts = bilinear_taps(offset, mask, (h, w), k, stride, padding)
-    index = index + _image_offsets(n, h * w, x.device)
-    if h * w <= ho * wo:
-        # Taps first: Y[pixel, tap] = W_tap @ x[pixel], then 4*k*k rows of Y per output pixel.
-        table = (rows @ tap_weight(weight).t()).view(-1, c_out)
-        index = index * kk + torch.arange(kk, device=x.device).view(kk, 1)
-        out = gather_sum(table, index.view(-1, 4 * kk), wts.reshape(-1, 4 * kk))
-        if bias is not None:
-            out = out + bias
-    else:
-        cols = gather_sum(rows, index.view(-1, 4), wts.reshape(-1, 4)).view(-1, kk * c)
-        w_cols = column_weight(weight).t()
-        out = cols @ w_cols if bias is None else torch.addmm(bias, cols, w_cols)
-    return out.view(n, ho, wo, c_out).permute(0, 3, 1, 2)
+    return sampled_deform_conv_levels([x], [offset], [mask], weight, bias, stride, padding)[0]
