@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from ..cli import upstream_warnings_silenced
 from ..layers.deform_conv import resolve_deform_impl
 from .plain_block import block_vs_plain
 from .report import make_reporter
@@ -121,5 +122,9 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None, description: str | None = None) -> list[dict]:
-    """Parse ``argv`` (``tools/benchmark.py``'s command line) and :func:`run` it."""
-    return run(build_parser(description).parse_args(argv))
+    """Parse ``argv`` (``tools/benchmark.py``'s command line) and :func:`run` it, without the
+    deprecation warnings fvcore and detectron2 raise on this torch version (rows c, d and f import
+    them lazily)."""
+    args = build_parser(description).parse_args(argv)
+    with upstream_warnings_silenced():
+        return run(args)
