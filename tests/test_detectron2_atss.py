@@ -10,6 +10,7 @@ from . import needs_detectron2  # noqa: E402
 needs_detectron2()
 
 from detectron2.modeling import META_ARCH_REGISTRY  # noqa: E402
+from detectron2.modeling.meta_arch.retinanet import permute_to_N_HWA_K  # noqa: E402
 from detectron2.structures import Boxes  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from torchvision.ops import batched_nms as tv_batched_nms  # noqa: E402
@@ -54,6 +55,24 @@ def test_backbone_outputs_and_padding():
         (2, 4),
         (1, 2),
     ]
+
+
+@pytest.mark.parametrize("deform_impl", ["sampled", "torchvision"])
+def test_backbone_outputs_are_contiguous_like_detectron2s(deform_impl):
+    # Detectron2's heads reshape their outputs and work on them in place (RetinaNet's inference:
+    # permute_to_N_HWA_K(...).sigmoid_()); on channels-last features that reshape is a view.
+    model = build_tiny_atss()
+    for module in model.modules():
+        if hasattr(module, "deform_impl"):
+            module.deform_impl = deform_impl
+    images = model.preprocess_image([make_input(100, 150, [], [])])
+    feats = model.backbone(images.tensor)
+    assert all(f.is_contiguous() for f in feats.values())
+    conv = torch.nn.Conv2d(32, 3 * 4, 1)
+    logits = conv(feats["p3"])
+    before = logits.clone()
+    permute_to_N_HWA_K(logits, 3).sigmoid_()
+    assert torch.equal(logits, before)
 
 
 @pytest.mark.parametrize("bottom_up", ["resnet_caffe", "resnet_torchvision", "swin"])

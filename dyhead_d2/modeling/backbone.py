@@ -89,7 +89,11 @@ class DyHeadBackbone(Backbone):
         """(N, 3, H, W) images with H, W multiples of ``size_divisibility`` -> dict of levels."""
         pyramid = self.fpn(x)
         outputs = self.dyhead([pyramid[f] for f in self.in_features])
-        return dict(zip(self.in_features, outputs))
+        # The "sampled" DyHead returns channels-last tensors. Detectron2's heads expect what its
+        # backbones return, contiguous (N, C, H, W): RetinaNet's inference, for one, reshapes the
+        # head's logits and applies an in-place sigmoid, which on channels-last logits is a view
+        # and would overwrite the head's outputs.
+        return {f: out.contiguous() for f, out in zip(self.in_features, outputs)}
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
