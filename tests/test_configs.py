@@ -412,7 +412,7 @@ def test_mmdet_config_high_branch_reads_each_images_first_values(name):
 
 def test_common_model_leaves_port_choices_unset():
     # The shared pieces must not pick a port silently: a config that forgets fails to load. The
-    # port's four choices are one key now, model.backbone.dyhead.port (was: offset_mode etc.).
+    # port's four choices are one key, model.backbone.dyhead.port.
     path = CONFIGS / "common" / "models" / "atss_dyhead.py"
     with pytest.raises(ConfigError, match=r"model\.backbone\.dyhead\.port"):
         load_config(str(path))

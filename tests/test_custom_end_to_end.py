@@ -30,7 +30,8 @@ from .test_train_net import QUICKSTART, ROOT, TINY, _printed_ap  # noqa: E402
 SMALL = "configs/custom/atss_dyhead_small.py"
 EPOCHS = 8
 NUM_TRAIN = 100
-# bbox AP (in %) the fine-tuned model must reach on the val split (measured 6.07: see the README).
+# bbox AP (in %) the fine-tuned model must reach on the val split (docs/custom_data.md gives what a
+# run reaches).
 MIN_AP = 2.0
 # The quickstart on 16 images for 4 iterations: its model as configured (TINY's one DyHead block
 # would not be the model configs/custom/atss_dyhead_small.py builds).

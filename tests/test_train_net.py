@@ -172,7 +172,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
         "train.checkpointer.max_to_keep=100",
         "optimizer.lr=0.01",
     ]
-    # The first run is far from done when it is killed, however fast this machine trains: it is
+    # The first run is far from done when it is killed, however fast the machine trains: it is
     # killed as soon as a checkpoint after iteration 5 is complete (Detectron2 names it in
     # last_checkpoint only once the file is written).
     proc = run_train_net([*args, "train.max_iter=1000"], tmp_path, wait=False)

@@ -17,7 +17,7 @@ ours for scale only.
     python tools/gpu_check.py                        # on the GPU, full sizes (a few minutes)
     python tools/gpu_check.py --device cpu --small   # tiny sizes: ~25 CPU-seconds
 
-README.md ("GPU check") says how to carry detectron2 and its wheels to a bare device machine.
+docs/gpu.md says how to install the project on a GPU machine and run this check.
 """
 
 import sys

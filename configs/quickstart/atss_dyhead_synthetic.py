@@ -47,14 +47,14 @@ model.backbone.fpn.top_block = L(LastLevelP6P7)(
 model.backbone.size_divisibility = 64
 model.backbone.dyhead.in_channels = FPN_CHANNELS
 model.backbone.dyhead.out_channels = FPN_CHANNELS
-# Two DyHead blocks and one head conv (earlier 3 and 2): at 192 px the tower's depth did not limit
-# the AP (3 blocks + 2 head convs: AP 29.9; 2 + 1: AP 31.8; float32, 1000 steps), and float32
-# training on a 2-core AVX2-only CPU needs the smaller model to fit in the quickstart's minutes.
+# Two DyHead blocks and one head conv: at 192 px a deeper tower (3 blocks + 2 head convs) did not
+# reach a higher AP in 1000 steps, and float32 training on a 2-core AVX2-only CPU needs the
+# smaller model to fit in the quickstart's minutes.
 model.backbone.dyhead.num_blocks = 2
 model.backbone.dyhead.port = "new_training"  # aligned offsets, zero offset conv: from scratch
 model.head.in_channels = FPN_CHANNELS
 # One 3x3 conv (GroupNorm) before the predictors: from scratch and in 1000 steps the classifier
-# needs it (none: AP 18; two: AP 23, in an early tuning run at 256 px).
+# needs it (without it the AP is far lower).
 model.head.num_convs = 1
 model.head.conv_channels = FPN_CHANNELS
 model.num_classes = 5
@@ -95,8 +95,8 @@ train.eval_period = MAX_ITER
 train.checkpointer = dict(period=200, max_to_keep=3)
 train.log_period = 20
 train.seed = 0
-# float16 AMP on CUDA. float32 on CPU: even where the CPU computes bfloat16 natively, autocast did
-# not pay for this small model (2-core AMD EPYC with AVX512-BF16, whole run: 486 s and AP 29.7 with
-# bfloat16, 443 s and AP 31.7 in float32); train.amp.cpu_bfloat16="auto" turns it on there.
+# float16 AMP on CUDA. float32 on CPU: even where the CPU computes bfloat16 natively (AVX512-BF16),
+# autocast does not pay for this small model (a whole run was slower, with a lower AP);
+# train.amp.cpu_bfloat16="auto" turns it on there.
 train.amp.enabled = torch.cuda.is_available()
 train.amp.cpu_bfloat16 = False

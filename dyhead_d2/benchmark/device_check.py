@@ -2,8 +2,8 @@
 
 The check answers, on one accelerator and in one run: do the CUDA tests pass, how long do a
 training step and an inference take, how much memory does training take, and does the device
-compute the same detections as the CPU. The weights are random (nothing can be downloaded on a
-device machine), made to behave like a trained detector's in the two ways that matter here:
+compute the same detections as the CPU. The weights are random (the check downloads nothing),
+made to behave like a trained detector's in the two ways that matter here:
 
 * ResNet's FrozenBN layers get the statistics of their inputs (:func:`calibrate_batchnorm`), as a
   pretrained backbone has. With the init's identity statistics, activations grow through the

@@ -32,7 +32,8 @@ from .towers import build_towers, make_features, parse_size, tower_forward, towe
 
 __all__ = ["CHECKS", "SIZES", "build_parser", "deform_impl_rows", "main", "run"]
 
-# Option: (full size, --small). The full sizes are issue 15's; the small ones run on CPU.
+# Option: (full size, --small). The full sizes are the R-50 reproduction setting's (COCO-sized
+# images, 4 training images per GPU as MMDetection trains it); the small ones run on CPU.
 # fmt: off
 SIZES = {
     "tower_size": ("800x1216", "128x192"), "tower_blocks": (6, 2), "tower_channels": (256, 64),

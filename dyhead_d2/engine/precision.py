@@ -42,7 +42,7 @@ def cpu_has_native_bfloat16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 class Precision:
     """The decision: ``mode`` is "float32", "cuda_float16" (Detectron2's AMPTrainer) or
     "cpu_bfloat16" (autocast around the forward); ``reason`` is the one line that is logged, and
-    ``warn`` whether it is a warning (the user asked for something this machine will not do)."""
+    ``warn`` whether it is a warning (the user asked for something this CPU will not do)."""
 
     mode: str
     reason: str

@@ -13,9 +13,9 @@ the same function:
   forward and backward.
 * ``"auto"`` (the default everywhere): ``"sampled"`` on CPU, ``"torchvision"`` on every other
   device. The two agree to float rounding (about 1e-6 relative; outputs and all gradients, checked
-  by the tests), which is why the default may differ between devices. CUDA keeps torchvision
-  because nobody has measured the sampled path on a GPU yet, not because of evidence that it is
-  slower there.
+  by the tests), which is why the default may differ between devices. CUDA keeps torchvision's
+  compiled op until a measurement shows the sampled path faster there (``tools/gpu_check.py``
+  times both on a GPU).
 
 The choice is an argument (of the function, of the modules, of :class:`~dyhead_d2.DyHead`); there
 is no global switch.
@@ -74,7 +74,7 @@ def resolve_deform_impl(deform_impl: str, device: torch.device) -> str:
     """The concrete implementation ``deform_impl`` stands for on ``device``.
 
     ``"auto"`` is ``"sampled"`` on CPU (measured several times faster there, see
-    ``tools/benchmark.py``) and ``"torchvision"`` elsewhere (not measured on GPUs).
+    ``tools/benchmark.py``) and ``"torchvision"`` elsewhere (see the module docstring).
     """
     if check_deform_impl(deform_impl) != "auto":
         return deform_impl
