@@ -112,7 +112,7 @@ def run(
         level=logging.WARNING, format=log_format or f"{prog}: %(levelname)s: %(message)s"
     )
     with upstream_warnings_silenced():
-        from .engine.config import ConfigError
+        from .config import ConfigError
     try:
         with upstream_warnings_silenced():
             status = work()
@@ -133,7 +133,7 @@ def build_model(cfg, overrides: list[str] | tuple[str, ...] = (), weights: bool 
     from detectron2.config import instantiate
 
     from .checkpoint import DyHeadCheckpointer
-    from .engine.config import load_config, resolve_device
+    from .config import load_config, resolve_device
 
     if not hasattr(cfg, "model"):
         cfg = load_config(str(cfg), overrides)

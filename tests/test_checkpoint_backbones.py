@@ -22,7 +22,7 @@ from dyhead_d2.checkpoint import (  # noqa: E402
     DyHeadCheckpointer,
     convert_checkpoint,
 )
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .checkpoint_layouts import Randn  # noqa: E402
 from .d2_models import tiny_atss_config  # noqa: E402

@@ -19,7 +19,7 @@ torchvision = pytest.importorskip("torchvision")
 from detectron2.config import instantiate  # noqa: E402
 
 from dyhead_d2.checkpoint import CheckpointConversionError, convert_checkpoint  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .checkpoint_layouts import (  # noqa: E402
     Randn,

@@ -15,6 +15,7 @@ needs_detectron2()
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
+from dyhead_d2.config import ConfigError, load_config  # noqa: E402
 from dyhead_d2.data import (  # noqa: E402
     DatasetError,
     check_coco_dataset,
@@ -22,7 +23,6 @@ from dyhead_d2.data import (  # noqa: E402
     coco_dataset,
     coco_num_classes,
 )
-from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "configs/custom/atss_dyhead_small.py"

@@ -22,7 +22,7 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .custom_data import write_custom_split  # noqa: E402
 from .test_train_net import QUICKSTART, ROOT, TINY, _printed_ap  # noqa: E402

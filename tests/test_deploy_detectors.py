@@ -27,10 +27,10 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 
 import dyhead_d2  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 from dyhead_d2.deploy import OnnxPredictor  # noqa: E402
 from dyhead_d2.deploy.export import ExportedDetector, export_onnx, sample_image  # noqa: E402
 from dyhead_d2.deploy.parity import compare_detections  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
 from dyhead_d2.inference import read_image  # noqa: E402
 
 from .tiny_quickstart import ROOT, tiny_model_fixture, tool_env  # noqa: E402, F401

@@ -18,7 +18,7 @@ needs_detectron2()
 from detectron2.config import instantiate  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 from dyhead_d2.inference import InputError, Predictor  # noqa: E402
 from dyhead_d2.layers import NonFiniteError  # noqa: E402
 

@@ -13,7 +13,7 @@ from torchvision.ops import deform_conv2d  # noqa: E402
 
 from dyhead_d2.analysis.flops import module_flops  # noqa: E402
 from dyhead_d2.analysis.model_report import analyze  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .tiny_quickstart import QUICKSTART, ROOT, TINY_TOOLS  # noqa: E402
 from .tool_entry import load_tool  # noqa: E402

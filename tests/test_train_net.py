@@ -89,7 +89,7 @@ def train_net_module(monkeypatch, tmp_path):
 def test_preflight_names_the_mistake(args, message, train_net_module):
     from detectron2.engine import default_argument_parser
 
-    from dyhead_d2.engine import ConfigError
+    from dyhead_d2.config import ConfigError
 
     parsed = default_argument_parser().parse_args(args)
     with pytest.raises(ConfigError) as err:

@@ -18,8 +18,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 
-from dyhead_d2.engine import load_config
-from dyhead_d2.engine.checks import dataset_names
+from dyhead_d2.config import dataset_names, load_config
 
 from .d2_models import unregister_datasets
 from .test_train_net import QUICKSTART, ROOT, TINY

@@ -38,7 +38,7 @@ with cli.tool_imports("tools/demo.py"):
     from PIL import Image
     from tqdm import tqdm
 
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.config import load_config
     from dyhead_d2.inference import (
         DatasetIds,
         InputError,

@@ -25,9 +25,9 @@ def deployed_inference(args, device, report) -> None:
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
 
+    from dyhead_d2.config import load_config
     from dyhead_d2.deploy.export import export_onnx
     from dyhead_d2.deploy.parity import compare_detections
-    from dyhead_d2.engine import load_config
 
     if device.type != "cpu":
         print(f"\n(f) skipped on {device.type}: onnxruntime runs on the CPU here")

@@ -22,7 +22,7 @@ def detector_builder(offset_mode: str = "official"):
     from detectron2.config import instantiate
     from detectron2.structures import Boxes, Instances
 
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.config import load_config
 
     cfg = load_config(repo_path(DETECTOR_CONFIG))
     cfg.model.backbone.dyhead.offset_mode = offset_mode

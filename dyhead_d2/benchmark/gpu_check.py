@@ -16,7 +16,7 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 
 from ..cli import REPO_ROOT, repo_path
-from ..engine.config import load_config
+from ..config import load_config
 from .detector import DETECTOR_CONFIG, detector_builder, detector_inference
 from .device_check import (
     Row,
