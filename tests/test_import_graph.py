@@ -87,7 +87,7 @@ def graph():
     assert "dyhead_d2.config" in g["train_net"]
     assert "dyhead_d2.engine" in g["train_net"]
     assert "dyhead_d2.inference.predictor" in g["dyhead_d2.deploy.export"]
-    assert "dyhead_d2.deploy.export" in g["dyhead_d2.deploy"]  # in __getattr__
+    assert "dyhead_d2.benchmark.deployed" in g["dyhead_d2.benchmark.runner"]  # in a function
     return g
 
 
@@ -99,6 +99,18 @@ def test_engine_is_imported_only_by_training(graph):
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"dyhead_d2.engine is for training only; imported by {offenders}"
+
+
+def test_inference_does_not_import_deploy(graph):
+    """deploy builds on inference (the exporter runs the Predictor), never the other way."""
+    offenders = {
+        name: sorted(m for m in imports if within(m, ["dyhead_d2.deploy"]))
+        for name, imports in graph.items()
+        if within(name, ["dyhead_d2.inference"])
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"inference imports deploy: {offenders}"
+    assert "dyhead_d2.inference.inputs" in graph["dyhead_d2.deploy.onnx_model"]
 
 
 @pytest.fixture(scope="module")
