@@ -283,7 +283,7 @@ def test_cpu_autocast_bfloat16_close_to_float32():
     assert all(torch.isfinite(p.grad).all() for p in tower.parameters())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_float32_and_autocast_float16():
     tower = make_tower()
     feats = pyramid()
