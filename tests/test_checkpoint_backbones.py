@@ -320,7 +320,7 @@ def torchvision_layout(d2_resnet_state: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["train", "eval-only"])
 def test_train_net_converts_init_checkpoint(tmp_path, mode):
-    from .test_train_net import QUICKSTART, TINY, run_train_net
+    from .tiny_quickstart import QUICKSTART, TINY, run_train_net
 
     cfg = load_config(str(CONFIGS.parents[1] / QUICKSTART), TINY)
     torch.manual_seed(0)

@@ -52,16 +52,6 @@ def write_dataset(tmp: Path, name="train", *, categories=None, annotations=None,
     return json_file, folder
 
 
-@pytest.fixture
-def registry():
-    """Forget the datasets a test registers."""
-    before = set(DatasetCatalog.list())
-    yield
-    for name in set(DatasetCatalog.list()) - before:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-
-
 def test_missing_json_and_folder_name_the_path(tmp_path):
     json_file, folder = write_dataset(tmp_path)
     with pytest.raises(DatasetError, match=r"train JSON '.*/nope\.json' does not exist"):
@@ -224,15 +214,6 @@ def test_small_config_single_class_builds_loaders_model_and_evaluator(tmp_path, 
 def test_config_without_the_dataset_keys_says_which(tmp_path):
     with pytest.raises(ConfigError, match="dataset.train_images, dataset.train_json, dataset.val"):
         load_config(str(ROOT / SMALL))
-
-
-@pytest.fixture
-def train_net_module(monkeypatch, registry):
-    monkeypatch.syspath_prepend(str(ROOT))
-    monkeypatch.chdir(ROOT)
-    import train_net
-
-    return train_net
 
 
 @pytest.mark.parametrize("eval_only", [False, True])

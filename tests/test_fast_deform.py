@@ -16,7 +16,7 @@ from dyhead_d2.layers.sampled_deform_conv import (
 )
 
 from . import needs_detectron2
-from .test_dyhead import C, make_block, perturb_block, pyramid
+from .dyhead_inputs import C, make_block, perturb_block, pyramid
 
 TOL = 1e-4
 

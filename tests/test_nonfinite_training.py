@@ -22,7 +22,7 @@ from dyhead_d2.config import load_config  # noqa: E402
 from dyhead_d2.inference import InputError, Predictor  # noqa: E402
 from dyhead_d2.layers import NonFiniteError  # noqa: E402
 
-from .test_train_net import QUICKSTART, ROOT, TINY  # noqa: E402
+from .tiny_quickstart import QUICKSTART, ROOT, TINY  # noqa: E402
 
 
 class _Tiny(nn.Module):

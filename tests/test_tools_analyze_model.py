@@ -35,12 +35,6 @@ def tiny(monkeypatch_module):
     return load_config(QUICKSTART, TINY_TOOLS), report
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 def dcn_flops(c_in, c_out, out_h, out_w, k=3, groups=1, mask=True):
     """A modulated deformable conv: a plain conv's multiply-adds, plus, per sampled value,
     4 multiply-adds of bilinear interpolation and 1 of modulation."""
