@@ -194,13 +194,7 @@ def test_class_dependent_keys_of_detectron2_heads():
 
 @pytest.mark.slow  # an R-50 detector and torchvision's ResNet-50
 def test_mmdet_coco_detector_to_other_classes(tmp_path):
-    from .test_checkpoint_detectors import (
-        NUM_CLASSES,
-        build,
-        image,
-        mmdet_checkpoint,
-        torchvision_resnet50,
-    )
+    from .coco_detectors import NUM_CLASSES, build, image, mmdet_checkpoint, torchvision_resnet50
 
     config, small = "atss_dyhead_R_50_caffe_FPN_1x_mmdet.py", ["model.backbone.dyhead.num_blocks=2"]
     reference = build(config, [*small, f"model.num_classes={NUM_CLASSES}"], seed=0)

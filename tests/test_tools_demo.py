@@ -15,7 +15,7 @@ needs_detectron2()
 
 from PIL import Image  # noqa: E402
 
-from .tiny_quickstart import ROOT, tiny_model_fixture, tool_env  # noqa: E402, F401
+from .tiny_quickstart import ROOT, tool_env  # noqa: E402
 from .tool_entry import load_tool, tool_path  # noqa: E402
 
 TOOL = tool_path("demo")

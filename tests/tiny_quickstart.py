@@ -1,14 +1,20 @@
-"""The quickstart model shrunk for the tool tests, with weights that make its internals visible.
+"""The quickstart shrunk to seconds, for the tests of train_net.py and the tools (needs detectron2).
 
-The quickstart config with the ``TINY`` overrides of ``test_train_net`` (16 + 8 synthetic images)
-and two DyHead blocks, randomly initialised and then given livelier weights: the quickstart
-zero-initialises the offsets and starts the classifier at a 1% prior, which would leave nothing
-to see (no offsets, no detections). Saved with Detectron2's checkpointer, as training would.
+``TINY``: the quickstart config on 16 + 8 synthetic images with one DyHead block;
+:func:`run_train_net` runs ``train_net.py`` as a user does; :func:`make_tiny_model` (the
+``tiny_model`` fixture of ``conftest.py``) is the quickstart model with ``TINY_TOOLS`` (two DyHead
+blocks), randomly initialised and then given livelier weights: the quickstart zero-initialises the
+offsets and starts the classifier at a 1% prior, which would leave nothing to see (no offsets, no
+detections). Saved with Detectron2's checkpointer, as training would.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +24,50 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 
-from dyhead_d2.engine import load_config
-from dyhead_d2.engine.checks import dataset_names
+from dyhead_d2.config import dataset_names, load_config
 
 from .d2_models import unregister_datasets
-from .test_train_net import QUICKSTART, ROOT, TINY
 
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "configs/quickstart/atss_dyhead_synthetic.py"
+
+# The quickstart shrunk to seconds: 16 training and 8 val images, one DyHead block.
+TINY = [
+    "dataloader.train.dataset.names.num_train=16",
+    "dataloader.train.dataset.names.num_val=8",
+    "dataloader.test.dataset.names.num_train=16",
+    "dataloader.test.dataset.names.num_val=8",
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+    "model.backbone.dyhead.num_blocks=1",
+    "train.log_period=1",
+]
 TINY_TOOLS = [*TINY, "model.backbone.dyhead.num_blocks=2"]
+
+
+def run_train_net(args, tmp_path, timeout=600, wait=True, threads=1):
+    """``train_net.py ARGS`` in a subprocess (cwd the checkout, data under ``tmp_path``): the
+    finished process, or with ``wait=False`` the running one (stdout and stderr merged)."""
+    env = dict(
+        os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS=str(threads)
+    )
+    cmd = [sys.executable, "train_net.py", *args]
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def printed_ap(log: str) -> dict[str, str]:
+    """The last AP table ``print_csv_format`` printed in ``log``: metric name -> value as printed
+    ("nan" where a size range has no object)."""
+    # Its copy-paste lines: a header of metric names, then their values.
+    names = re.findall(r"copypaste: (AP,AP50.*)", log)
+    values = re.findall(r"copypaste: ([0-9.,na]+)\n", log)
+    assert names and values, log[-3000:]
+    return dict(zip(names[-1].split(","), values[-1].split(",")))
 
 
 @dataclass
@@ -60,11 +103,9 @@ def make_lively(model, seed: int = 0) -> None:
     model.head.cls_logits.bias.zero_()  # probabilities around 0.5: plenty of detections
 
 
-@pytest.fixture(scope="module", name="tiny_model")
-def tiny_model_fixture(tmp_path_factory):
-    """``tiny_model``: a :class:`TinyModel` (import this into a test module to use it);
-    ``$DETECTRON2_DATASETS`` points at its data while it is in use."""
-    tmp = tmp_path_factory.mktemp("tiny_quickstart")
+def make_tiny_model(tmp: Path) -> Iterator[TinyModel]:
+    """Yield the :class:`TinyModel` saved under ``tmp``; ``$DETECTRON2_DATASETS`` points at its
+    data (under ``tmp``) until the generator is closed."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DETECTRON2_DATASETS", str(tmp / "datasets"))
         mp.setenv("OMP_NUM_THREADS", "1")
