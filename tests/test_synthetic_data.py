@@ -290,7 +290,10 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path):
 def test_register_without_detectron2_says_how_to_install(monkeypatch, tmp_path):
     for name in ("detectron2", "detectron2.data", "detectron2.data.datasets"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError, match="pip install 'git\\+https://github.com/facebookresearch"):
+    with pytest.raises(
+        ImportError,
+        match="pip install --no-build-isolation 'git\\+https://github.com/facebookresearch",
+    ):
         register_synthetic(root=tmp_path)
     assert not os.listdir(tmp_path)  # nothing generated before the check
 
