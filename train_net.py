@@ -96,7 +96,6 @@ def do_train(args, cfg):
     precision = choose_precision(
         cfg.train.device, amp.get("enabled", False), amp.get("cpu_bfloat16", False)
     )
-    (logger.warning if precision.warn else logger.info)(f"Precision: {precision.reason}")
     trainer = build_trainer(
         model, train_loader, optimizer, precision.mode, wrap=lambda m: build_ddp(cfg, m)
     )

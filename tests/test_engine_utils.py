@@ -1,5 +1,7 @@
 """The training-script helpers: gradient clipping as an optimizer hook, autocast on CPU."""
 
+import logging
+
 import pytest
 import torch
 
@@ -67,6 +69,38 @@ def test_precision_on_cpu_follows_native_bfloat16_support():
     assert p.mode == "float32"
     with pytest.raises(ValueError, match="cpu_bfloat16"):
         choose_precision("cpu", False, "yes", native_bfloat16=True)
+
+
+@pytest.mark.parametrize(
+    "amp_enabled, cpu_bfloat16, native, warns",
+    [
+        # The shipped configs (cpu_bfloat16=False) with train.amp.enabled=True: not used, a warning.
+        (True, False, False, True),
+        (True, False, True, True),
+        # Asked for where the CPU would only emulate bfloat16: not used, a warning.
+        (True, "auto", False, True),
+        (False, True, False, True),
+        # Not asked for, or asked for and used: an info line.
+        (False, False, False, False),
+        (False, "auto", False, False),
+        (True, "auto", True, False),
+        (False, True, True, False),
+    ],
+)
+def test_precision_decision_is_logged_once_warning_when_a_request_is_not_honoured(
+    amp_enabled, cpu_bfloat16, native, warns, caplog
+):
+    from dyhead_d2.engine import choose_precision
+
+    with caplog.at_level(logging.INFO, logger="dyhead_d2"):
+        p = choose_precision("cpu", amp_enabled, cpu_bfloat16, native_bfloat16=native)
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("Precision: ")]
+    assert record.getMessage() == f"Precision: {p.reason}"
+    assert record.levelno == (logging.WARNING if warns else logging.INFO)
+    assert p.warn == warns
+    assert p.mode == ("cpu_bfloat16" if native and cpu_bfloat16 is not False else "float32")
+    if warns:  # the warning says what was asked for and what to change
+        assert "asked for" in p.reason and "float32" in p.reason
 
 
 def test_precision_on_cuda_is_detectron2s_amp():
