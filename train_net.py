@@ -58,6 +58,7 @@ from dyhead_d2.engine import (  # noqa: E402
     train_or_explain,
 )
 from dyhead_d2.layers import NonFiniteError  # noqa: E402
+from dyhead_d2.progress import progress_lines  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -181,7 +182,9 @@ def preflight(args) -> None:
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     try:
-        preflight(args)
+        # Before Detectron2's logger starts: the progress of generating the quickstart's data.
+        with progress_lines("train_net.py: "):
+            preflight(args)
     except ConfigError as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
