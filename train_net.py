@@ -58,6 +58,7 @@ from dyhead_d2.engine import (  # noqa: E402
     train_or_explain,
 )
 from dyhead_d2.layers import NonFiniteError  # noqa: E402
+from dyhead_d2.progress import progress_lines  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -96,7 +97,6 @@ def do_train(args, cfg):
     precision = choose_precision(
         cfg.train.device, amp.get("enabled", False), amp.get("cpu_bfloat16", False)
     )
-    (logger.warning if precision.warn else logger.info)(f"Precision: {precision.reason}")
     trainer = build_trainer(
         model, train_loader, optimizer, precision.mode, wrap=lambda m: build_ddp(cfg, m)
     )
@@ -182,7 +182,9 @@ def preflight(args) -> None:
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     try:
-        preflight(args)
+        # Before Detectron2's logger starts: the progress of generating the quickstart's data.
+        with progress_lines("train_net.py: "):
+            preflight(args)
     except ConfigError as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)

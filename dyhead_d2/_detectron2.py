@@ -4,8 +4,10 @@ from __future__ import annotations
 
 INSTALL_HINT = (
     "detectron2 is not on PyPI; install it from source after PyTorch, as its authors describe: "
-    "python -m pip install 'git+https://github.com/facebookresearch/detectron2.git' "
-    "(see https://detectron2.readthedocs.io/en/latest/tutorials/install.html). "
+    "python -m pip install --no-build-isolation "
+    "'git+https://github.com/facebookresearch/detectron2.git' (its build imports the installed "
+    "torch, which pip's isolated build environment lacks; see "
+    "https://detectron2.readthedocs.io/en/latest/tutorials/install.html). "
     "dyhead_d2.layers and dyhead_d2.atss work without it."
 )
 

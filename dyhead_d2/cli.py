@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ._detectron2 import require_detectron2
+from .progress import progress_lines
 
 __all__ = [
     "ToolError",
@@ -93,9 +94,10 @@ def run(
     """Run a tool's ``work()`` and return its exit status.
 
     Logging goes to stderr at WARNING (prefixed with ``prog`` unless ``log_format`` says
-    otherwise); the upstream warnings are hidden while it runs. A mistake of the user
-    (``ConfigError``, :class:`ToolError` or one of ``errors``) ends the run with one line
-    ``PROG: error: ...`` on stderr and status 2, not a traceback.
+    otherwise), and the progress of long work (:mod:`dyhead_d2.progress`) at INFO; the upstream
+    warnings are hidden while it runs. A mistake of the user (``ConfigError``,
+    :class:`ToolError` or one of ``errors``) ends the run with one line ``PROG: error: ...`` on
+    stderr and status 2, not a traceback.
     """
     logging.basicConfig(
         level=logging.WARNING, format=log_format or f"{prog}: %(levelname)s: %(message)s"
@@ -103,7 +105,7 @@ def run(
     with upstream_warnings_silenced():
         from .config import ConfigError
     try:
-        with upstream_warnings_silenced():
+        with upstream_warnings_silenced(), progress_lines(f"{prog}: "):
             status = work()
     except (ConfigError, ToolError, *errors) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -81,6 +81,15 @@ def test_cli_converts_a_tiny_authors_file(tiny, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"{len(sd)} checkpoint entries -> {len(sd)} model entries" in run.stdout
+    # Progress of the long steps of a large file, as log lines (stderr is a pipe here).
+    steps = [x.split("] ", 1)[1] for x in run.stderr.splitlines() if x.startswith("[")]
+    size = path.stat().st_size / 2**20
+    assert steps == [
+        f"convert_checkpoint.py: reading {path} ({size:.0f} MiB)",
+        f"convert_checkpoint.py: building the model of {config}",
+        f"convert_checkpoint.py: converting {len(sd)} tensors of the authors layout",
+        f"convert_checkpoint.py: writing {out}",
+    ], run.stderr[-3000:]
     saved = torch.load(out)
     assert saved["__author__"] == "authors: authors_tiny.pth"
     model = instantiate(LazyConfig.load(str(config)).model)

@@ -93,6 +93,91 @@ def test_bad_annotation_names_its_id(tmp_path, change, message):
     assert "\n" not in str(err.value)
 
 
+def rewrite(json_file: Path, change) -> None:
+    data = json.loads(json_file.read_text())
+    change(data)
+    json_file.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+def test_missing_or_malformed_top_level_key_is_named(tmp_path, key):
+    json_file, folder = write_dataset(tmp_path)
+    where = f"train JSON {str(json_file)!r}"
+    rewrite(json_file, lambda data: data.pop(key))
+    with pytest.raises(DatasetError) as err:
+        check_coco_dataset(json_file, folder, role="train")
+    assert str(err.value) == f"{where} has no '{key}' list (COCO format)"
+    rewrite(json_file, lambda data: data.update({key: {"0": {}}}))
+    with pytest.raises(DatasetError) as err:
+        check_coco_dataset(json_file, folder, role="train")
+    assert str(err.value) == f"{where} has a non-list '{key}' list (COCO format)"
+
+
+def test_a_json_that_is_not_an_object_is_named(tmp_path):
+    json_file, folder = write_dataset(tmp_path)
+    json_file.write_text("[]")
+    with pytest.raises(DatasetError) as err:
+        check_coco_dataset(json_file, folder, role="val")
+    assert str(err.value) == (
+        f"val JSON {str(json_file)!r}: expected an object with 'images', 'annotations' and "
+        "'categories', got a list"
+    )
+
+
+def test_duplicate_image_and_category_ids_are_named(tmp_path):
+    images = [
+        {"id": 11 + i, "file_name": f"im{i}.png", "height": 30, "width": 40} for i in range(3)
+    ]
+    images[2]["id"] = 12
+    json_file, folder = write_dataset(tmp_path, images=images, annotations=[])
+    where = f"dataset JSON {str(json_file)!r}"
+    with pytest.raises(DatasetError) as err:
+        check_coco_dataset(json_file, folder)
+    assert str(err.value) == f"{where}: image id 12 appears twice in 'images'"
+    categories = [
+        {"id": 42, "name": "square"},
+        {"id": 3, "name": "circle"},
+        {"id": 42, "name": "x"},
+    ]
+    json_file, folder = write_dataset(tmp_path, categories=categories)
+    with pytest.raises(DatasetError) as err:
+        check_coco_dataset(json_file, folder)
+    assert str(err.value) == f"{where}: category id 42 appears twice in 'categories'"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"height": None}, "images[1] (id 12) has no ['height']"),
+        ({"height": None, "width": None}, "images[1] (id 12) has no ['height', 'width']"),
+        ({"height": 0}, "image id 12 has height 0 and width 40; both must be positive integers"),
+        (
+            {"width": "40"},
+            "image id 12 has height 30 and width '40'; both must be positive integers",
+        ),
+        (
+            {"width": 40.5},
+            "image id 12 has height 30 and width 40.5; both must be positive integers",
+        ),
+    ],
+)
+def test_an_image_without_a_size_is_named(tmp_path, change, message):
+    images = [
+        {"id": 11 + i, "file_name": f"im{i}.png", "height": 30, "width": 40} for i in range(3)
+    ]
+    json_file, folder = write_dataset(tmp_path, images=images)
+    image = images[1]
+    for key, value in change.items():
+        if value is None:
+            del image[key]
+        else:
+            image[key] = value
+    rewrite(json_file, lambda data: data.update(images=images))
+    with pytest.raises(DatasetError) as err:
+        check_coco_dataset(json_file, folder)
+    assert str(err.value) == f"dataset JSON {str(json_file)!r}: {message}"
+
+
 def test_val_annotations_need_an_area(tmp_path):
     anns = [{"id": 7, "image_id": 12, "category_id": 3, "bbox": [1, 2, 10, 8]}]
     json_file, folder = write_dataset(tmp_path, annotations=anns)

@@ -1,5 +1,8 @@
 """The training-script helpers: gradient clipping as an optimizer hook, autocast on CPU."""
 
+import logging
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -69,6 +72,38 @@ def test_precision_on_cpu_follows_native_bfloat16_support():
         choose_precision("cpu", False, "yes", native_bfloat16=True)
 
 
+@pytest.mark.parametrize(
+    "amp_enabled, cpu_bfloat16, native, warns",
+    [
+        # The shipped configs (cpu_bfloat16=False) with train.amp.enabled=True: not used, a warning.
+        (True, False, False, True),
+        (True, False, True, True),
+        # Asked for where the CPU would only emulate bfloat16: not used, a warning.
+        (True, "auto", False, True),
+        (False, True, False, True),
+        # Not asked for, or asked for and used: an info line.
+        (False, False, False, False),
+        (False, "auto", False, False),
+        (True, "auto", True, False),
+        (False, True, True, False),
+    ],
+)
+def test_precision_decision_is_logged_once_warning_when_a_request_is_not_honoured(
+    amp_enabled, cpu_bfloat16, native, warns, caplog
+):
+    from dyhead_d2.engine import choose_precision
+
+    with caplog.at_level(logging.INFO, logger="dyhead_d2"):
+        p = choose_precision("cpu", amp_enabled, cpu_bfloat16, native_bfloat16=native)
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("Precision: ")]
+    assert record.getMessage() == f"Precision: {p.reason}"
+    assert record.levelno == (logging.WARNING if warns else logging.INFO)
+    assert p.warn == warns
+    assert p.mode == ("cpu_bfloat16" if native and cpu_bfloat16 is not False else "float32")
+    if warns:  # the warning says what was asked for and what to change
+        assert "asked for" in p.reason and "float32" in p.reason
+
+
 def test_precision_on_cuda_is_detectron2s_amp():
     from dyhead_d2.engine import choose_precision
 
@@ -93,10 +128,27 @@ def test_native_bfloat16_detection_reads_cpu_flags(monkeypatch, tmp_path):
     assert not cpu_has_native_bfloat16(tmp_path / "absent")
 
 
-def test_native_bfloat16_detection_agrees_with_pytorch():
+def test_native_bfloat16_detection_agrees_with_the_kernels_cpu_flags():
+    """Checked against a source the implementation does not read when PyTorch has its probes:
+    the flags the Linux kernel lists for this CPU (an AVX2-only CPU must say no)."""
     from dyhead_d2.engine import cpu_has_native_bfloat16
 
-    if not hasattr(torch.cpu, "_is_avx512_bf16_supported"):
-        pytest.skip("this PyTorch has no CPU bfloat16 probe")
-    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    lines = cpuinfo.read_text().splitlines()
+    flags = {f for line in lines if line.startswith("flags") for f in line.split()}
+    assert "fpu" in flags  # the flags were read
+    expected = bool(flags & {"avx512_bf16", "amx_bf16"})
     assert cpu_has_native_bfloat16() == expected
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(1, 0, True), (0, 1, True), (0, 0, False)])
+def test_native_bfloat16_detection_asks_pytorchs_probes(monkeypatch, avx512_bf16, amx, expected):
+    """Where PyTorch has its CPU probes, either one saying yes is a yes (the cpuinfo file is
+    not read then: it says no here)."""
+    from dyhead_d2.engine import cpu_has_native_bfloat16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bool(avx512_bf16))
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: bool(amx))
+    assert cpu_has_native_bfloat16("/nonexistent/cpuinfo") is expected

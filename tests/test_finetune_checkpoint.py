@@ -173,6 +173,73 @@ def test_without_allow_new_classes_a_converted_checkpoint_stays_strict(tmp_path)
         DyHeadCheckpointer(model).load(str(tmp_path / "coco.pth"))
 
 
+@pytest.mark.slow  # two R-50 detectors of each kind
+@pytest.mark.parametrize(
+    "config, heads, num_classes, class_shapes",
+    [
+        (
+            "retinanet_dyhead_R_50_caffe_FPN_1x.py",
+            "retinanet",
+            "model.num_classes=3",
+            {"head.cls_score.weight": (9 * 3, 256, 3, 3), "head.cls_score.bias": (9 * 3,)},
+        ),
+        (
+            "faster_rcnn_dyhead_R_50_caffe_FPN_1x.py",
+            "faster_rcnn",
+            "model.roi_heads.num_classes=3",
+            {
+                "roi_heads.box_predictor.cls_score.weight": (3 + 1, 1024),
+                "roi_heads.box_predictor.cls_score.bias": (3 + 1,),
+                "roi_heads.box_predictor.bbox_pred.weight": (3 * 4, 1024),
+                "roi_heads.box_predictor.bbox_pred.bias": (3 * 4,),
+            },
+        ),
+    ],
+    ids=["retinanet", "faster_rcnn"],
+)
+def test_authors_coco_retinanet_and_faster_rcnn_to_other_classes(
+    tmp_path, config, heads, num_classes, class_shapes
+):
+    """The authors' COCO RetinaNet / Faster R-CNN file loaded into the config's model for 3
+    classes: the class-dependent tensors are skipped (and say so) and keep their initialisation
+    from scratch; every other tensor is the one the same file gives the 80-class model."""
+    from .coco_detectors import FASTER_RCNN_HEADS, RETINANET_HEAD, build, randomise_
+
+    one_block = ["model.backbone.dyhead.num_blocks=1"]
+    reference = build(config, one_block, seed=0)  # COCO's 80 classes
+    r = Randn(11)
+    sd = {"backbone.backbone." + k: v for k, v in reference.backbone.fpn.state_dict().items()}
+    sd = randomise_(sd, r)
+    tower = authors_tower_and_head(r, 256, 1, 80, 5)
+    sd.update({k: v for k, v in tower.items() if k.startswith("backbone.")})
+    head = {"retinanet": RETINANET_HEAD, "faster_rcnn": FASTER_RCNN_HEADS}[heads]
+    sd.update({k: r(*shape) for k, shape in head.items()})
+    torch.save({"model": sd}, tmp_path / "coco.pth")
+    DyHeadCheckpointer(reference).load(str(tmp_path / "coco.pth"))
+    want = reference.state_dict()
+
+    model = build(config, [*one_block, num_classes], seed=1)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = load(model, tmp_path / "coco.pth", allow_new_classes=True)
+    skipped = [line.split(":")[0].removeprefix("Not loading ") for line in skipped_lines(lines)]
+    assert sorted(skipped) == sorted(class_shapes)
+    state = model.state_dict()
+    for key, value in state.items():
+        if key in class_shapes:
+            assert tuple(value.shape) == class_shapes[key], key
+            assert torch.equal(value, fresh[key]), key  # its initialisation, untouched
+        else:
+            assert torch.equal(value, want[key]), key
+    # Loaded, not only named: the reference took every other tensor from the file.
+    assert torch.equal(
+        state["backbone.dyhead.blocks.0.conv_mid.conv.weight"],
+        sd["backbone.dyhead_tower.0.DyConv.1.conv.weight"],
+    )
+    some_head_key = next(k for k in head if k not in class_shapes)
+    assert torch.equal(state[some_head_key], sd[some_head_key])
+    assert not [line for line in lines if "not found in the checkpoint" in line]
+
+
 def test_class_dependent_keys_of_detectron2_heads():
     retina = RetinaNetHead(
         input_shape=[ShapeSpec(channels=8)] * 2, num_classes=4, num_anchors=9, conv_dims=[8]

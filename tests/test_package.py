@@ -41,3 +41,25 @@ def test_unknown_attribute():
 
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         dyhead_d2.Nope  # noqa: B018
+
+
+def test_install_hint_is_a_command_that_works():
+    """detectron2's setup.py imports torch: pip's isolated build environment has none, so the
+    install command must turn build isolation off (as detectron2's install guide does)."""
+    code = (
+        "import sys\n"
+        "sys.modules['detectron2'] = None\n"
+        "from dyhead_d2._detectron2 import require_detectron2\n"
+        "try:\n"
+        "    require_detectron2('the feature')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    message = out.stdout.strip()
+    assert message.startswith("the feature needs detectron2, which is not installed.")
+    assert (
+        "python -m pip install --no-build-isolation "
+        "'git+https://github.com/facebookresearch/detectron2.git'" in message
+    ), message

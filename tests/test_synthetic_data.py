@@ -145,6 +145,24 @@ def test_build_is_deterministic_cached_and_independent_of_workers(tmp_path, capl
     assert sorted(p.name for p in (tmp_path / "a" / "synthetic_shapes").iterdir()) == entries
 
 
+def test_generation_shows_progress_lines_when_not_on_a_terminal(tmp_path, caplog):
+    """Writing a split takes seconds to a minute: where stderr is not a terminal (here: captured)
+    a line at each tenth of the images and one when done, on the dyhead_d2.progress logger."""
+
+    def lines():
+        return [r.getMessage() for r in caplog.records if r.name == "dyhead_d2.progress"]
+
+    with caplog.at_level(logging.INFO, logger="dyhead_d2.progress"):
+        build_synthetic_coco(tmp_path, "val", 16, image_size=64, seed=1)
+    expected = [f"synthetic val: {n}/16 images ({100 * n // 16}%)" for n in range(2, 16, 2)]
+    assert lines()[:-1] == expected
+    assert lines()[-1].startswith("synthetic val: 16 images done in ")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dyhead_d2.progress"):
+        build_synthetic_coco(tmp_path, "val", 16, image_size=64, seed=1)  # cached: no work
+    assert lines() == []
+
+
 def test_cache_folder_encodes_version_and_parameters(tmp_path):
     d = synthetic_cache_dir(tmp_path, "train", 100, SyntheticSpec(image_size=(200, 300)), seed=7)
     assert d.parent == tmp_path.resolve() / "synthetic_shapes"
@@ -290,7 +308,10 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path):
 def test_register_without_detectron2_says_how_to_install(monkeypatch, tmp_path):
     for name in ("detectron2", "detectron2.data", "detectron2.data.datasets"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError, match="pip install 'git\\+https://github.com/facebookresearch"):
+    with pytest.raises(
+        ImportError,
+        match="pip install --no-build-isolation 'git\\+https://github.com/facebookresearch",
+    ):
         register_synthetic(root=tmp_path)
     assert not os.listdir(tmp_path)  # nothing generated before the check
 

@@ -64,6 +64,22 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_data_generation_shows_progress_before_training_when_not_on_a_terminal(tmp_path):
+    """On a fresh machine the quickstart first writes its images: with stderr not a terminal
+    (here: a pipe) that shows as log lines, then comes the error that stops the run."""
+    args = ["--config-file", QUICKSTART, *TINY, "train.init_checkpoint=/no/such/model.pth"]
+    out = run_train_net(args, tmp_path, timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.splitlines()
+    train = [x for x in lines if "train_net.py: synthetic train: " in x]
+    assert [x.split("] ", 1)[1] for x in train[:-1]] == [
+        f"train_net.py: synthetic train: {n}/16 images ({100 * n // 16}%)" for n in range(2, 16, 2)
+    ]
+    assert "train_net.py: synthetic train: 16 images done in " in train[-1]
+    assert any("train_net.py: synthetic val: 8 images done in " in x for x in lines)
+    assert lines[-1].startswith("train_net.py: error: checkpoint '/no/such/model.pth'")
+
+
 def _metrics(output_dir):
     lines = (output_dir / "metrics.json").read_text().splitlines()
     return [json.loads(line) for line in lines]

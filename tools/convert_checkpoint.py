@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ with cli.tool_imports("tools/convert_checkpoint.py"):  # to build the target con
     from dyhead_d2.checkpoint.mmdet import DCN_BIAS_OVERRIDE
     from dyhead_d2.checkpoint.release_configs import dcn_bias_overrides, default_config
     from dyhead_d2.model_zoo import get_config_file
+    from dyhead_d2.progress import step
 
 PROG = "convert_checkpoint.py"
 
@@ -65,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def convert(args: argparse.Namespace) -> int:
+    if os.path.isfile(args.input):
+        step(f"reading {args.input} ({os.path.getsize(args.input) / 2**20:.0f} MiB)")
     try:
         checkpoint = torch.load(args.input, map_location="cpu", weights_only=not args.trust_pickle)
     except pickle.UnpicklingError as e:
@@ -86,7 +90,9 @@ def convert(args: argparse.Namespace) -> int:
     opts = dcn_bias_overrides(source, state_dict, args.opts)
     if opts != args.opts:
         print(f"the file's DyHead DCNs have biases: building the model with {DCN_BIAS_OVERRIDE}")
+    step(f"building the model of {config_file}")
     model = cli.build_model(config_file, opts)
+    step(f"converting {len(state_dict)} tensors of the {source} layout")
     try:
         conversion = convert_checkpoint(state_dict, model, source)
     except CheckpointConversionError as e:
@@ -94,6 +100,7 @@ def convert(args: argparse.Namespace) -> int:
         return 1
     # Loading strictly proves the file is complete for this config.
     model.load_state_dict(conversion.state_dict, strict=True)
+    step(f"writing {args.output}")
     torch.save(
         {"model": conversion.state_dict, "__author__": f"{source}: {Path(args.input).name}"},
         args.output,

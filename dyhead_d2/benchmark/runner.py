@@ -15,6 +15,7 @@ import torch
 
 from ..cli import upstream_warnings_silenced
 from ..layers.deform_conv import resolve_deform_impl
+from ..progress import progress_lines
 from .plain_block import block_vs_plain
 from .report import make_reporter
 from .towers import (
@@ -126,5 +127,5 @@ def main(argv: list[str] | None = None, description: str | None = None) -> list[
     deprecation warnings fvcore and detectron2 raise on this torch version (rows c, d and f import
     them lazily)."""
     args = build_parser(description).parse_args(argv)
-    with upstream_warnings_silenced():
+    with upstream_warnings_silenced(), progress_lines("benchmark.py: "):
         return run(args)

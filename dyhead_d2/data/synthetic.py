@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
+
+from ..progress import progress
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -459,10 +460,8 @@ def build_synthetic_coco(
                 results = pool.imap(_write_image, jobs, chunksize=16)
             else:
                 results = map(_write_image, jobs)
-            progress = tqdm(
-                results, total=num_images, desc=f"synthetic {split}", unit="img", disable=None
-            )
-            for index, (h, w, anns) in enumerate(progress):
+            shown = progress(results, total=num_images, desc=f"synthetic {split}", unit="images")
+            for index, (h, w, anns) in enumerate(shown):
                 image_id = index + 1
                 images.append(
                     {"id": image_id, "file_name": _file_name(index), "height": h, "width": w}

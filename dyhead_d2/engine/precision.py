@@ -55,7 +55,9 @@ def choose_precision(
     cpu_bfloat16: bool | str = "auto",
     native_bfloat16: bool | None = None,
 ) -> Precision:
-    """Decide the arithmetic of a run from the config's ``train.amp`` and the machine.
+    """Decide the arithmetic of a run from the config's ``train.amp`` and the machine, and log
+    the decision in one line (``Precision: ...``): a warning when mixed precision was asked for
+    and is not used, an info line otherwise.
 
     Args:
         device: the resolved ``train.device`` ("cpu", "cuda", "cuda:1", ...).
@@ -63,9 +65,18 @@ def choose_precision(
             On CPU it counts as an explicit request for bfloat16 autocast.
         cpu_bfloat16: ``train.amp.cpu_bfloat16``: "auto" uses bfloat16 autocast on a CPU that
             computes it natively, ``True`` asks for it explicitly (a warning where the CPU lacks
-            it), ``False`` keeps float32.
+            it), ``False`` keeps float32 (a warning if ``amp_enabled`` asked for mixed
+            precision).
         native_bfloat16: whether the CPU computes bfloat16 natively; default: detect it.
     """
+    precision = _decide(device, amp_enabled, cpu_bfloat16, native_bfloat16)
+    (logger.warning if precision.warn else logger.info)(f"Precision: {precision.reason}")
+    return precision
+
+
+def _decide(
+    device: str, amp_enabled: bool, cpu_bfloat16: bool | str, native_bfloat16: bool | None
+) -> Precision:
     if cpu_bfloat16 not in ("auto", True, False):
         raise ValueError(
             f"train.amp.cpu_bfloat16 must be 'auto', True or False, got {cpu_bfloat16!r}"
@@ -75,10 +86,16 @@ def choose_precision(
             return Precision("cuda_float16", f"float16 AMP with gradient scaling on {device}")
         return Precision("float32", f"float32 on {device} (train.amp.enabled=False)")
     if cpu_bfloat16 is False:
-        why = "train.amp.cpu_bfloat16=False"
         if amp_enabled:
-            why += " (train.amp.enabled=True is ignored on CPU)"
-        return Precision("float32", f"float32 on CPU: {why}")
+            return Precision(
+                "float32",
+                "float32 on CPU although mixed precision was asked for (train.amp.enabled=True): "
+                "train.amp.cpu_bfloat16=False keeps the CPU in float32; set "
+                "train.amp.cpu_bfloat16=auto for bfloat16 autocast where the CPU computes it "
+                "natively",
+                warn=True,
+            )
+        return Precision("float32", "float32 on CPU: train.amp.cpu_bfloat16=False")
     if native_bfloat16 is None:
         native_bfloat16 = cpu_has_native_bfloat16()
     if native_bfloat16:
