@@ -284,7 +284,8 @@ def test_cpu_autocast_bfloat16_close_to_float32():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_float32_and_autocast_float16():
+def test_cuda_float32_and_autocast_float16(tf32_off):
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     tower = make_tower()
     feats = pyramid()
     ref = tower(feats)
