@@ -43,19 +43,18 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
 from dyhead_d2.engine import (  # noqa: E402
     ConfigError,
-    TrainingDiverged,
     add_gradient_clipping,
     apply_schedule_options,
     build_trainer,
     check_checkpoint,
     check_datasets,
     choose_precision,
+    divergence_message,
     load_config,
     resolve_device,
     train_or_explain,
 )
 from dyhead_d2.engine.checks import dataset_names  # noqa: E402
-from dyhead_d2.layers import NonFiniteError  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -195,8 +194,13 @@ def invoke_main() -> None:
             dist_url=args.dist_url,
             args=(args,),
         )
-    except (TrainingDiverged, NonFiniteError) as e:
-        print(f"train_net.py: error: {e}", file=sys.stderr)
+    except Exception as e:
+        # A diverged run (in this process, or in a worker that launch started) ends in one line;
+        # with several processes every rank stops with this same error.
+        message = divergence_message(e)
+        if message is None:
+            raise
+        print(f"train_net.py: error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

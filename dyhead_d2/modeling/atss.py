@@ -205,6 +205,8 @@ class ATSS(DenseDetector):
             cat(pred_deltas, dim=1).reshape(-1, 4), anchor_boxes.reshape(-1, 4)
         )
         centers = all_anchors.get_centers().repeat(num_images, 1)
+        # Not FCOS's compute_ctrness_targets: it reads distances from Box2BoxTransformLinear's
+        # deltas (ATSS codes boxes with Box2BoxTransform) and gives NaN for degenerate boxes.
         ctr_targets = centerness_targets(centers, target_boxes.reshape(-1, 4))
         return atss_losses(
             cat(pred_logits, dim=1),
