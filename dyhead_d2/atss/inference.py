@@ -59,13 +59,19 @@ def _ranked(key: Tensor, passed: Tensor, topk: int) -> Tensor:
         k = torch.clamp(torch.as_tensor(n), max=topk)
         return torch.topk(torch.where(passed, key, -1.0), k).indices
     k = min(topk, n)
-    if key.dtype != torch.float32 or n >= 2**32:
-        return torch.sort(torch.where(passed, key, -1.0), descending=True, stable=True).indices[:k]
-    # topk does not specify how it orders equal values (CPU and CUDA differ), so rank unique
-    # int64 keys: a non-negative float32's bit pattern orders like its value (clamped: a
-    # negative one, which scores never are, counts as 0); times n plus the reversed index it
-    # breaks ties by the lower index. Below every candidate: -1.
-    index = torch.arange(n, device=key.device, dtype=torch.int64)
-    bits = key.contiguous().view(torch.int32).clamp(min=0).to(torch.int64)
-    unique = bits * n + (n - 1 - index)
-    return torch.topk(torch.where(passed, unique, -1), k).indices
+    # Scores are never NaN unless the model is broken; ranked first then, as a sort would.
+    masked = torch.where(passed, key.nan_to_num(nan=float("inf")), -1.0)
+    # topk finds the k largest values but leaves open which of several values equal to the
+    # k-th it returns, and in which order (CPU and CUDA differ). Exact without a host read:
+    # those above the k-th value, sorted by value then index (k of them at most), then the
+    # lowest indices of those equal to it (nonzero_static: a fixed-size nonzero).
+    values, indices = torch.topk(masked, k)
+    by_index = torch.argsort(indices)
+    values, indices = values[by_index], indices[by_index]
+    by_value = torch.sort(values, descending=True, stable=True).indices
+    values, indices = values[by_value], indices[by_value]
+    kth = values[-1:]
+    above = (values > kth).sum()
+    tied = torch.nonzero_static(masked == kth, size=k).squeeze(1)
+    position = torch.arange(k, device=key.device)
+    return torch.where(position < above, indices, tied[(position - above).clamp(min=0)])
