@@ -49,15 +49,14 @@ from dyhead_d2.config import (  # noqa: E402
     resolve_device,
 )
 from dyhead_d2.engine import (  # noqa: E402
-    TrainingDiverged,
     add_gradient_clipping,
     apply_schedule_options,
     build_trainer,
     check_datasets,
     choose_precision,
+    divergence_message,
     train_or_explain,
 )
-from dyhead_d2.layers import NonFiniteError  # noqa: E402
 from dyhead_d2.progress import progress_lines  # noqa: E402
 
 logger = logging.getLogger("detectron2")
@@ -199,8 +198,13 @@ def invoke_main() -> None:
             dist_url=args.dist_url,
             args=(args,),
         )
-    except (TrainingDiverged, NonFiniteError) as e:
-        print(f"train_net.py: error: {e}", file=sys.stderr)
+    except Exception as e:
+        # A diverged run (in this process, or in a worker that launch started) ends in one line;
+        # with several processes every rank stops with this same error.
+        message = divergence_message(e)
+        if message is None:
+            raise
+        print(f"train_net.py: error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dyhead_d2.benchmark.tf32 import tf32
+
 from . import needs_detectron2
 
 
@@ -63,3 +65,12 @@ def train_net_module(monkeypatch, tmp_path, registry):
     import train_net
 
     return train_net
+
+
+@pytest.fixture
+def tf32_off():
+    """Full float32 for cuDNN convolutions and CUDA matrix products during one test, PyTorch's
+    flags restored after: a CUDA-vs-CPU float32 comparison measures our code, not TF32's
+    rounding (tests/test_tf32.py shows TF32 alone exceeds those tolerances)."""
+    with tf32(False):
+        yield

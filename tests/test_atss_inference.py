@@ -15,8 +15,14 @@ def scene():
 
 
 def as_lists(out):
-    scores, anchors, classes = out
-    return [round(s, 6) for s in scores.tolist()], anchors.tolist(), classes.tolist()
+    """The candidates (the ``valid`` rows), in order, as lists."""
+    scores, anchors, classes, valid = out
+    assert scores.shape == anchors.shape == classes.shape == valid.shape
+    # Fixed size: every candidate comes before every other pair.
+    n = int(valid.sum())
+    assert bool(valid[:n].all()) and not bool(valid[n:].any())
+    s, a, c = scores[:n], anchors[:n], classes[:n]
+    return [round(x, 6) for x in s.tolist()], a.tolist(), c.tolist()
 
 
 def test_rank_by_score_vs_prob():
@@ -30,9 +36,10 @@ def test_rank_by_score_vs_prob():
 
 def test_threshold_applies_before_centerness():
     probs, ctr = scene()
-    scores, anchors, classes = select_topk_candidates(probs, ctr, 0.05, 100, topk_by="score")
+    out = select_topk_candidates(probs, ctr, 0.05, 100, topk_by="score")
+    scores, anchors, classes, valid = out
     # Pair (0, 0) scores 0.045 < 0.05 yet stays: its probability 0.9 passed. (0, 1) does not.
-    assert as_lists((scores, anchors, classes)) == (
+    assert as_lists(out) == (
         [0.54, 0.5, 0.27, 0.06, 0.045],
         [1, 2, 1, 2, 0],
         [0, 0, 1, 1, 0],
@@ -50,11 +57,22 @@ def test_threshold_is_strict():
 
 def test_nothing_passes():
     probs, ctr = scene()
-    scores, anchors, classes = select_topk_candidates(probs, ctr, 0.95, 10, topk_by="score")
-    assert scores.shape == anchors.shape == classes.shape == (0,)
-    assert anchors.dtype == classes.dtype == torch.int64
+    out = select_topk_candidates(probs, ctr, 0.95, 10, topk_by="score")
+    # min(10, 3 x 2) rows, none of them a candidate.
+    assert [t.shape for t in out] == [(6,)] * 4 and not bool(out[3].any())
+    assert as_lists(out) == ([], [], [])
+    assert out[1].dtype == out[2].dtype == torch.int64 and out[3].dtype == torch.bool
     empty = select_topk_candidates(torch.zeros(0, 2), torch.zeros(0), 0.05, 10, topk_by="prob")
     assert all(t.numel() == 0 for t in empty)
+
+
+def test_fixed_size_whatever_passes():
+    # The number of rows depends on the shapes only: min(topk, R * K).
+    probs, ctr = scene()
+    for thresh in (0.0, 0.05, 0.5, 0.99):
+        for topk in (1, 4, 6, 100):
+            out = select_topk_candidates(probs, ctr, thresh, topk, topk_by="score")
+            assert out[0].shape == (min(topk, 6),)
 
 
 def test_ties_keep_index_order():
@@ -62,6 +80,36 @@ def test_ties_keep_index_order():
     ctr = torch.ones(3)
     out = select_topk_candidates(probs, ctr, 0.05, 4, topk_by="score")
     assert as_lists(out) == ([0.5] * 4, [0, 0, 1, 1], [0, 1, 0, 1])
+
+
+def stable_sort_reference(probs, ctr, thresh, topk, topk_by):
+    """The candidates by a stable descending sort of the ranking key (ties: lower index)."""
+    flat = probs.flatten()
+    cand = torch.nonzero(flat > thresh).squeeze(1)
+    scores = flat[cand] * ctr[cand // probs.shape[1]]
+    key = scores if topk_by == "score" else flat[cand]
+    order = torch.sort(key, descending=True, stable=True).indices[:topk]
+    return (
+        scores[order].tolist(),
+        (cand[order] // probs.shape[1]).tolist(),
+        (cand[order] % probs.shape[1]).tolist(),
+    )
+
+
+@pytest.mark.parametrize("topk_by", ["score", "prob"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_a_stable_sort_with_many_ties(topk_by, dtype):
+    # Probabilities and centerness on coarse grids: many exact ties, in and across the cut.
+    g = torch.Generator().manual_seed(0)
+    probs = (torch.randint(0, 12, (300, 7), generator=g) / 10.0).to(dtype)
+    ctr = (torch.randint(1, 5, (300,), generator=g) / 4.0).to(dtype)
+    for topk in (5, 50, 2100, 5000):
+        scores, anchors, classes, valid = select_topk_candidates(
+            probs, ctr, 0.3, topk, topk_by=topk_by
+        )
+        n = int(valid.sum())
+        want = stable_sort_reference(probs, ctr, 0.3, topk, topk_by)
+        assert (scores[:n].tolist(), anchors[:n].tolist(), classes[:n].tolist()) == want
 
 
 def test_unknown_ranking():

@@ -313,3 +313,50 @@ def test_topk_by_validated():
     cfg.test_topk_by = "logit"
     with pytest.raises(ValueError, match="test_topk_by 'logit'"):
         instantiate(cfg)
+
+
+def _float16_predictions(seed=0):
+    """One level of 3 anchors (3 classes) and float16 head outputs, as under CUDA autocast."""
+    g = torch.Generator().manual_seed(seed)
+    anchors = [Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0], [8, 8, 40, 40], [30, 0, 60, 20]]))]
+    logits = [(torch.randn(1, 3, 3, generator=g) * 2).half()]
+    deltas = [(torch.randn(1, 3, 4, generator=g) * 0.3).half()]
+    ctr = [torch.randn(1, 3, 1, generator=g).half()]
+    return anchors, logits, deltas, ctr
+
+
+def test_losses_of_float16_predictions_use_float32_centerness_targets():
+    model = build_tiny_atss()
+    anchors, logits, deltas, ctr = _float16_predictions()
+    labels = [torch.tensor([1, 3, 0])]  # anchor 1 is background (3 classes)
+    # Centerness targets 0.4387... and 0.7745...: not float16 values.
+    matched = [torch.tensor([[1.0, 2.0, 13.0, 11.0], [0, 0, 1, 1], [29.0, 1.0, 57.0, 23.0]])]
+    out = model.losses(anchors, logits, labels, deltas, matched, ctr)
+    assert all(v.dtype == torch.float32 for v in out.values())
+    positives = [0, 2]
+    centers = anchors[0].tensor[positives]
+    centers = (centers[:, :2] + centers[:, 2:]) / 2
+    box = matched[0][positives]
+    lr = torch.stack([centers[:, 0] - box[:, 0], box[:, 2] - centers[:, 0]], 1)
+    tb = torch.stack([centers[:, 1] - box[:, 1], box[:, 3] - centers[:, 1]], 1)
+    target = ((lr.min(1).values / lr.max(1).values) * (tb.min(1).values / tb.max(1).values)).sqrt()
+    assert not torch.equal(target.half().float(), target)
+    logit = ctr[0][0, positives, 0].float()
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logit, target, reduction="sum") / 2
+    torch.testing.assert_close(out["loss_centerness"], want, rtol=1e-6, atol=0)
+
+
+def test_inference_of_float16_predictions_scores_in_float32():
+    # Under autocast the head gives float16; candidates are ranked and enter NMS in float32,
+    # exactly as the same (float16-valued) predictions given in float32.
+    model = build_tiny_atss()
+    model.test_score_thresh = 0.2
+    anchors, logits, deltas, ctr = _float16_predictions(seed=1)
+    per_image = [x[0] for x in logits], [x[0] for x in deltas], [x[0] for x in ctr]
+    got = model.inference_single_image(anchors, *per_image, (64, 64))
+    assert got.scores.dtype == got.pred_boxes.tensor.dtype == torch.float32 and len(got) > 0
+    as_float32 = [[t.float() for t in x] for x in per_image]
+    want = model.inference_single_image(anchors, *as_float32, (64, 64))
+    assert torch.equal(got.scores, want.scores)
+    assert torch.equal(got.pred_boxes.tensor, want.pred_boxes.tensor)
+    assert torch.equal(got.pred_classes, want.pred_classes)

@@ -241,7 +241,8 @@ def test_cpu_autocast_bfloat16_close_to_float32():
 
 
 @pytest.mark.cuda
-def test_cuda_float32_and_autocast_float16():
+def test_cuda_float32_and_autocast_float16(tf32_off):
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     tower = make_tower()
     feats = pyramid()
     ref = tower(feats)

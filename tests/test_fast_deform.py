@@ -363,7 +363,8 @@ def test_fast_tower_cpu_autocast_bfloat16():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("deform_impl", ["sampled", "torchvision"])
-def test_cuda_matches_cpu_reference_and_autocast(deform_impl):
+def test_cuda_matches_cpu_reference_and_autocast(deform_impl, tf32_off):
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     feats = pyramid(channels=CT)
     ref_out, ref_grads = _tower_run(_tower("official", "torchvision"), feats)
     tower = _tower("official", deform_impl).cuda()

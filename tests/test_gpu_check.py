@@ -17,6 +17,7 @@ from dyhead_d2.benchmark.gpu_check import main as gpu_check_main  # noqa: E402
 
 EXPECTED = [
     "cuda tests",
+    "tower float32 agreement",
     "tower forward",
     "tower forward agreement",
     "tower forward+backward",
@@ -49,6 +50,8 @@ def test_every_row_is_there_and_none_failed(table):
     assert count["tower forward"] == count["detector forward+backward"] == 2
     assert count["training"] == count["inference"] == count["training peak memory"] == 2
     assert count["tower forward+backward agreement"] == 2  # outputs, gradients
+    # Outputs and gradients with TF32 off (on CUDA also with TF32 on).
+    assert count["tower float32 agreement"] == (4 if torch.cuda.is_available() else 2)
 
 
 @pytest.mark.slow

@@ -152,20 +152,20 @@ def _checkpoint_is_finite(path) -> bool:
 DIVERGENCES = {
     # NaN set after the step of iteration 5, before the periodic checkpointer saves it.
     "checkpoint": (
-        ("head.cls_logits.weight", "5", "after_step"),
+        ("head.cls_logits.weight", "5", "after_step", "all"),
         5,
         "refusing to write checkpoint model_0000005.pth: model.head.cls_logits.weight holds "
         "1 NaN and 0 Inf of 320 values.",
     ),
     # NaN in an offset conv before iteration 4: the DyHead block's check stops the forward.
     "offsets": (
-        ("backbone.dyhead.blocks.0.offset_conv.weight", "4", "before_step"),
+        ("backbone.dyhead.blocks.0.offset_conv.weight", "4", "before_step", "all"),
         4,
         "DyHead block 0: the offsets/masks predicted by offset_conv are not finite on level 0",
     ),
     # NaN in the classifier's bias before iteration 4: Detectron2's loss check.
     "loss": (
-        ("head.cls_logits.bias", "4", "before_step"),
+        ("head.cls_logits.bias", "4", "before_step", "all"),
         4,
         "the loss became non-finite: loss_dict = {'loss_cls': np.float64(nan)",
     ),

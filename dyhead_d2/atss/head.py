@@ -45,7 +45,8 @@ class ATSSHead(nn.Module):
     learnable scalar per level, since levels have different strides) and ``centerness``. With
     ``num_convs = 0`` (DyHead's setting, whose blocks already do this work) the towers are None
     and the predictors read the features directly. Module names follow the authors' port so their
-    checkpoints map one to one. One anchor per location.
+    checkpoints map one to one (Detectron2's RetinaNetHead / FCOSHead name them otherwise and
+    have no per-level scale, hence not reused). One anchor per location.
 
     Args:
         in_channels: channels of every input level.

@@ -20,6 +20,7 @@ and the run goes on (:func:`guarded`).
 
 from __future__ import annotations
 
+import argparse
 import gc
 import itertools
 import logging
@@ -42,7 +43,9 @@ from torch import nn
 from ..deploy.parity import compare_detections as pair_detections
 from ..engine.train_utils import build_trainer
 from ..layers.deform_conv import resolve_deform_impl
-from .timing import Measured, measure
+from .tf32 import tf32
+from .timing import Measured, max_abs_diff, measure
+from .towers import build_towers, make_features
 
 __all__ = [
     "CUDA_MARKER",
@@ -64,6 +67,8 @@ __all__ = [
     "run_pytest",
     "speed_rows",
     "spread_class_logits",
+    "tf32_modes",
+    "tf32_rows",
     "trained_like_state",
 ]
 
@@ -172,7 +177,8 @@ def cuda_test_rows(tests: str | None, timeout: float = 300.0) -> list[Row]:
             s.passed,
             "passed",
             "all pass",
-            f"of {s.collected}: {s.failed} failed, {s.errors} errors, {s.skipped} skipped",
+            f"of {s.collected}: {s.failed} failed, {s.errors} errors, {s.skipped} skipped; "
+            "float32 comparisons with TF32 off",
         )
     ]
 
@@ -343,6 +349,16 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def tf32_modes(device: torch.device) -> list[bool]:
+    """The TF32 settings a float32 measurement is made with: off and on on CUDA (on: cuDNN
+    convolutions and matrix products), off elsewhere (TF32 is an NVIDIA GPU mode)."""
+    return [False, True] if device.type == "cuda" else [False]
+
+
+def _tf32_label(device: torch.device, enabled: bool) -> str:
+    return f", TF32 {'on' if enabled else 'off'}" if device.type == "cuda" else ""
+
+
 def speed_rows(
     build: Builder,
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
@@ -354,38 +370,83 @@ def speed_rows(
     warmup: int,
 ) -> list[Row]:
     """Training (s/iteration, peak memory) and batch-1 inference (images/s) of ``build("auto")``,
-    in float32 and with AMP; one model at a time on the device, so each peak is its own."""
+    in float32 (on CUDA with TF32 off and on, :func:`tf32_modes`) and with AMP (PyTorch's TF32
+    defaults); one model at a time on the device, so each peak is its own."""
     rows = []
-    for amp in (False, True):
-        precision = f"AMP {str(amp_dtype(device)).replace('torch.', '')}" if amp else "float32"
-        model, make_inputs = build("auto")
-        inputs = _to(make_inputs(train_images, train_size), device)
-        model.to(device)
-        m = measure_training(model, inputs, make_optimizer(model), amp, device, repeats, warmup)
-        where = f"{precision}, {train_images} images {train_size[0]}x{train_size[1]}"
-        rows.append(Row("training", where, m.seconds, "s/iter", note=m.note))
-        peak = None if m.peak_bytes is None else m.peak_bytes / 2**30
-        note = "CUDA only" if peak is None else ""
-        rows.append(
-            Row("training peak memory", where, peak, "GiB", "" if amp else MMDET_MEMORY, note)
-        )
-        del model, inputs
-        _free(device)
+    runs = [(False, enabled) for enabled in tf32_modes(device)] + [(True, None)]
+    for amp, tf32_enabled in runs:
+        if amp:
+            precision, mode = f"AMP {str(amp_dtype(device)).replace('torch.', '')}", nullcontext()
+        else:
+            precision = "float32" + _tf32_label(device, tf32_enabled)
+            mode = tf32(tf32_enabled) if device.type == "cuda" else nullcontext()
+        with mode:
+            model, make_inputs = build("auto")
+            inputs = _to(make_inputs(train_images, train_size), device)
+            model.to(device)
+            optimizer = make_optimizer(model)
+            m = measure_training(model, inputs, optimizer, amp, device, repeats, warmup)
+            where = f"{precision}, {train_images} images {train_size[0]}x{train_size[1]}"
+            rows.append(Row("training", where, m.seconds, "s/iter", note=m.note))
+            peak = None if m.peak_bytes is None else m.peak_bytes / 2**30
+            note = "CUDA only" if peak is None else ""
+            reference = "" if amp else MMDET_MEMORY
+            rows.append(Row("training peak memory", where, peak, "GiB", reference, note))
+            del model, inputs, optimizer
+            _free(device)
 
-        model, make_inputs = build("auto")  # fresh weights: training may have moved them far
-        image = _to(make_inputs(1, infer_size), device)[0]["image"]
-        m = measure_inference(model.to(device), [{"image": image}], amp, device, repeats, warmup)
-        where = f"{precision}, batch 1 {infer_size[0]}x{infer_size[1]}"
-        rows.append(Row("inference", where, 1 / m.seconds, "img/s", "" if amp else MMDET_FPS))
-        del model
-        _free(device)
+            model, make_inputs = build("auto")  # fresh weights: training may have moved them far
+            image = _to(make_inputs(1, infer_size), device)[0]["image"]
+            model.to(device)
+            m = measure_inference(model, [{"image": image}], amp, device, repeats, warmup)
+            where = f"{precision}, batch 1 {infer_size[0]}x{infer_size[1]}"
+            rows.append(Row("inference", where, 1 / m.seconds, "img/s", "" if amp else MMDET_FPS))
+            del model
+            _free(device)
+    return rows
+
+
+def tf32_rows(
+    device: torch.device, channels: int, blocks: int, image: tuple[int, int]
+) -> list[Row]:
+    """A DyHead tower's float32 outputs and gradients on ``device`` (deform_impl "auto") vs the
+    CPU (torchvision's op), as the CUDA tests compare them: with TF32 off, and on CUDA also on.
+    The tests' tolerances (1e-4) hold for float32 only; the rows say by how much TF32 misses."""
+    args = argparse.Namespace(channels=channels, blocks=blocks, levels=5, batch=1,
+                              offset_mode="official", impl="auto")  # fmt: skip
+    cpu = torch.device("cpu")
+    reference, tower = build_towers(args, cpu)
+    feats = make_features(args, image, cpu)
+    g = torch.Generator().manual_seed(2)
+    cotangents = [torch.randn(f.shape, generator=g) for f in feats]
+
+    def run(model: nn.Module, on: torch.device) -> tuple[list, list]:
+        model.zero_grad(set_to_none=True)
+        inputs = [f.to(on).requires_grad_() for f in feats]
+        outs = model(inputs)
+        sum((o * c.to(on)).sum() for o, c in zip(outs, cotangents)).backward()
+        grads = [i.grad for i in inputs] + [p.grad for p in model.parameters()]
+        return [o.detach().cpu() for o in outs], [x.cpu() for x in grads]
+
+    ref_out, ref_grads = run(reference, cpu)
+    tower.to(device)
+    rows = []
+    where = f"{blocks} blocks {channels} ch, {image[0]}x{image[1]} image"
+    for enabled in tf32_modes(device):
+        with tf32(enabled):
+            out, grads = run(tower, device)
+        for what, (diff, rel) in (("outputs", max_abs_diff(out, ref_out)),
+                                  ("gradients", max_abs_diff(grads, ref_grads))):  # fmt: skip
+            setting = f"{what}, {where}, {device.type} vs cpu{_tf32_label(device, enabled)}"
+            rows.append(Row("tower float32 agreement", setting, diff, "max|diff|",
+                            "relative < 1e-4 (CUDA tests)", f"relative {rel:.1e}"))  # fmt: skip
     return rows
 
 
 def detection_rows(build: Builder, device: torch.device, size: tuple[int, int]) -> list[Row]:
     """float32 detections of one image: the CPU with torchvision's deform_conv2d (the authors'
-    op) vs ``device`` with deform_impl "auto". On CUDA twice: with cuDNN's TF32 off (true
-    float32) and on (PyTorch's default, which Detectron2 keeps)."""
+    op) vs ``device`` with deform_impl "auto". On CUDA twice: with TF32 off (true float32) and
+    on (:func:`tf32_modes`)."""
     cpu, make_inputs = build("torchvision")
     image = make_inputs(1, size)[0]["image"]
     with torch.no_grad():
@@ -393,17 +454,12 @@ def detection_rows(build: Builder, device: torch.device, size: tuple[int, int]) 
     model, _ = build("auto")
     model.to(device).eval()
     impl = resolve_deform_impl("auto", device)
-    rows, saved = [], torch.backends.cudnn.allow_tf32
-    try:
-        for tf32 in [False] + ([True] if device.type == "cuda" else []):
-            torch.backends.cudnn.allow_tf32 = tf32
-            with torch.no_grad():
-                out = model([{"image": image.to(device)}])[0]["instances"]
-            worst, pairs, unpaired = compare_detections(ref, out)
-            tf32_note = f", cuDNN TF32 {'on' if tf32 else 'off'}" if device.type == "cuda" else ""
-            where = f"cpu torchvision vs {device.type} {impl}, float32{tf32_note}"
-            note = f"{pairs} pairs, {unpaired} unpaired ({len(ref)} vs {len(out)} detections)"
-            rows.append(Row("detections cpu vs device", where, worst, "px", "<= 0.01 px", note))
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
+    rows = []
+    for enabled in tf32_modes(device):
+        with tf32(enabled), torch.no_grad():
+            out = model([{"image": image.to(device)}])[0]["instances"]
+        worst, pairs, unpaired = compare_detections(ref, out)
+        where = f"cpu torchvision vs {device.type} {impl}, float32{_tf32_label(device, enabled)}"
+        note = f"{pairs} pairs, {unpaired} unpaired ({len(ref)} vs {len(out)} detections)"
+        rows.append(Row("detections cpu vs device", where, worst, "px", "<= 0.01 px", note))
     return rows

@@ -24,6 +24,7 @@ from .device_check import (
     format_table,
     guarded,
     speed_rows,
+    tf32_rows,
     trained_like_state,
 )
 from .timing import compare, max_abs_diff
@@ -128,9 +129,9 @@ def run(args: argparse.Namespace) -> list[Row]:
     device = torch.device(args.device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
-        f"device {device} ({device_name}); torch {torch.__version__}; cuDNN TF32 "
-        f"{torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}; "
-        f"{torch.get_num_threads()} CPU threads",
+        f"device {device} ({device_name}); torch {torch.__version__}; TF32 by default: cuDNN "
+        f"{torch.backends.cudnn.allow_tf32}, matmul {torch.backends.cuda.matmul.allow_tf32} "
+        f"(float32 rows on CUDA say which they used); {torch.get_num_threads()} CPU threads",
         flush=True,
     )
     build = detector_builder("official")
@@ -151,6 +152,13 @@ def run(args: argparse.Namespace) -> list[Row]:
     size = parse_size
     sections = {
         "cuda tests": lambda: cuda_test_rows(args.tests),
+        # At the --small tower size whatever the options: the CPU computes the reference.
+        "tf32": lambda: tf32_rows(
+            device,
+            SIZES["tower_channels"][1],
+            SIZES["tower_blocks"][1],
+            size(SIZES["tower_size"][1]),
+        ),
         "deform_impl": lambda: deform_impl_rows(args, device, build_trained_like),
         "speed": lambda: speed_rows(
             build_trained_like,

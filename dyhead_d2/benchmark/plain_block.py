@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layers.deform_conv import guard_non_finite, resolve_deform_impl
-from ..layers.finite import all_finite
+from ..layers.dyhead import guard_offsets_and_masks
 from ..layers.offset_modes import read_high_branch_offset
 from .timing import compare
 from .towers import autocast_ctx, repeats_of
@@ -101,9 +101,10 @@ def block_vs_plain(new, feats, args, device, report) -> None:
 def guard_vs_block(block, feats, impl, args, device, report) -> None:
     """(e/guard): the non-finite guard alone vs the block's forward.
 
-    The guard is the block's check of every level's offset_conv output (one reduction per level,
-    one host read) and, on the per-level ``"torchvision"`` path, the sanitising of offsets and
-    masks in each of the three deformable convs of every level (counted on the full-size maps).
+    The guard is the block's check and sanitising of every level's offset_conv output (one
+    reduction per level, no host read: the tower reads all blocks' checks once) and, on the
+    per-level ``"torchvision"`` path, the sanitising of offsets and masks in each of the three
+    deformable convs of every level (counted on the full-size maps).
     """
     with torch.no_grad():
         raw = [block.offset_conv(x) for x in feats]
@@ -111,7 +112,7 @@ def guard_vs_block(block, feats, impl, args, device, report) -> None:
 
     def guard():
         with torch.no_grad(), autocast_ctx(args, device):
-            all_finite(raw)
+            guard_offsets_and_masks(raw)
             if impl == "torchvision":
                 conv = block.conv_mid.conv
                 for offset, mask in om:

@@ -6,7 +6,7 @@ from .._detectron2 import require_detectron2
 require_detectron2("dyhead_d2.engine")
 
 from .checks import check_datasets  # noqa: E402
-from .divergence import TrainingDiverged, train_or_explain  # noqa: E402
+from .divergence import TrainingDiverged, divergence_message, train_or_explain  # noqa: E402
 from .precision import Precision, choose_precision, cpu_has_native_bfloat16  # noqa: E402
 from .schedule import apply_schedule_options  # noqa: E402
 from .train_utils import AutocastForward, add_gradient_clipping, build_trainer  # noqa: E402
@@ -21,5 +21,6 @@ __all__ = [
     "check_datasets",
     "choose_precision",
     "cpu_has_native_bfloat16",
+    "divergence_message",
     "train_or_explain",
 ]

@@ -6,7 +6,13 @@ finite, and :class:`~dyhead_d2.checkpoint.DyHeadCheckpointer` refusing to write 
 state. :func:`train_or_explain` runs Detectron2's training loop unchanged and turns any of them
 into one :class:`TrainingDiverged` that says at which iteration, what was not finite (the loss, a
 block's offsets or a checkpoint's entry, and the model's first non-finite parameter and gradient),
-and which checkpoint ``--resume`` continues from.
+and which checkpoint ``--resume`` continues from. :func:`divergence_message` finds that message
+again where Detectron2's ``launch`` re-raised a worker's error, so that the training script can
+print it as its one-line error in every case.
+
+In distributed training a DyHead's non-finite offsets stop every rank in the same step with the
+same error (its check is all-reduced; see :class:`~dyhead_d2.layers.DyHead`), so no rank waits
+in a collective for one that stopped.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import TrainerBase
+from torch.multiprocessing import ProcessRaisedException
 
-from ..layers.finite import find_non_finite
+from ..layers.finite import NonFiniteError, find_non_finite
 
-__all__ = ["TrainingDiverged", "explain_divergence", "train_or_explain"]
+__all__ = ["TrainingDiverged", "divergence_message", "explain_divergence", "train_or_explain"]
 
 logger = logging.getLogger("detectron2")  # the training log (log.txt)
 
@@ -77,3 +84,20 @@ def train_or_explain(
         message = explain_divergence(e, trainer.iter, checkpointer)
         logger.error(message)
         raise TrainingDiverged(message) from e
+
+
+def divergence_message(error: BaseException) -> str | None:
+    """The one-line message of a :class:`TrainingDiverged` or
+    :class:`~dyhead_d2.layers.finite.NonFiniteError`, also when Detectron2's ``launch`` re-raised
+    it from a worker process as a ``ProcessRaisedException`` (which carries the worker's
+    traceback as text, the error's line last); None for any other error."""
+    kinds = (TrainingDiverged, NonFiniteError)
+    if isinstance(error, kinds):
+        return str(error)
+    if isinstance(error, ProcessRaisedException):
+        lines = str(error).rstrip().splitlines()
+        for kind in kinds:
+            prefix = f"{kind.__module__}.{kind.__qualname__}: "
+            if lines and lines[-1].startswith(prefix):
+                return lines[-1][len(prefix) :]
+    return None

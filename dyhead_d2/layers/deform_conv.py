@@ -30,9 +30,11 @@ value is NaN** (through the bias), so the non-finite input surfaces as non-finit
 would through ``F.conv2d``, and never as a finite answer. The test is an ``isfinite``
 reduction of each and a ``torch.where`` on the small offset/mask tensors, and it reads nothing
 back to the host: no device synchronisation. :class:`~dyhead_d2.layers.dyhead.DyHeadBlock`
-adds the explicit error: it checks all levels' offsets and masks once per call and raises
-:class:`~dyhead_d2.layers.finite.NonFiniteError` naming the level and the first non-finite
-parameter.
+sanitises the offsets and masks of all levels (0 offsets, NaN masks) before either
+implementation sees them (so :meth:`ModulatedDeformConv.forward_levels` needs no guard of its
+own) and records a device-side flag; :class:`~dyhead_d2.layers.dyhead.DyHead` reads the flags
+of all its blocks once and raises :class:`~dyhead_d2.layers.finite.NonFiniteError` naming the
+block, the level and the first non-finite parameter.
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ class ModulatedDeformConv(nn.Module):
     ) -> list[Tensor]:
         """This convolution of several inputs at once with the ``"sampled"`` implementation
         (see :func:`~dyhead_d2.layers.sampled_deform_conv.sampled_deform_conv_levels`), whatever
-        ``deform_impl`` is. No non-finite guard: the caller checks the offsets and masks."""
+        ``deform_impl`` is. No non-finite guard: the caller sanitises the offsets and masks
+        (:func:`~dyhead_d2.layers.dyhead.guard_offsets_and_masks`)."""
         return sampled_deform_conv_levels(
             inputs, offsets, masks, self.weight, self.bias, self.stride, self.padding
         )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .deform_conv import ModulatedDeformConv, resolve_deform_impl
 from .dyrelu import DyReLU
-from .finite import NonFiniteError, all_finite, describe_non_finite, find_non_finite
+from .finite import NonFiniteError, describe_non_finite, find_non_finite
 from .offset_modes import read_high_branch_offset
 from .ports import DyHeadPort, resolve_port
 
@@ -20,6 +22,7 @@ __all__ = [
     "ScaleAttention",
     "DeformConvGN",
     "check_pyramid",
+    "guard_offsets_and_masks",
     "split_offset_and_mask",
 ]
 
@@ -31,6 +34,24 @@ _MASK_CHANNELS = 9
 def split_offset_and_mask(out: Tensor) -> tuple[Tensor, Tensor]:
     """offset_conv's (N, 27, H, W) output -> offsets (N, 18, H, W), sigmoid masks (N, 9, H, W)."""
     return out[:, :_OFFSET_CHANNELS], out[:, _OFFSET_CHANNELS:].sigmoid()
+
+
+def guard_offsets_and_masks(raw: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """offset_conv's output on every level -> offsets, masks and the (L,) bool "level l's are
+    finite", with no host read (one reduction per level).
+
+    Unchanged when every value is finite. Otherwise every offset becomes 0 and every mask NaN:
+    nothing samples out of bounds and every output of the deformable convolutions is NaN. The
+    raw predictions are checked, not the sigmoid masks: an Inf mask logit is a finite mask.
+    """
+    finite = torch.stack([torch.isfinite(r).all() for r in raw])
+    all_finite = finite.all()
+    offsets, masks = [], []
+    for r in raw:
+        offset, mask = split_offset_and_mask(r)
+        offsets.append(torch.where(all_finite, offset, 0.0))
+        masks.append(torch.where(all_finite, mask, float("nan")))
+    return offsets, masks, finite
 
 
 class DeformConvGN(nn.Module):
@@ -138,16 +159,19 @@ class DyHeadBlock(nn.Module):
             relative), which is why the default may differ per device. It changes no parameter.
             The sampled path returns channels-last tensors (same shapes and values).
 
-    ``forward`` first predicts every level's offsets and masks and checks them all at once (one
-    reduction per level and a single host read, i.e. one device synchronisation per block on
-    CUDA): a NaN or Inf raises :class:`~dyhead_d2.layers.finite.NonFiniteError` naming the
-    levels, whether the block's input was finite, and the block's first non-finite parameter,
-    instead of reaching the deformable convolutions (where torchvision's op would read out of
-    bounds). It then runs :meth:`forward_per_level` (the algorithm as written: per level, per
-    branch) when the resolved implementation is ``"torchvision"``, and :meth:`forward_sampled`
-    (each convolution once over all levels) when it is ``"sampled"``. Under autocast the
-    former runs the deformable convolutions in float32; the latter computes sampling positions
-    and bilinear weights in float32 and its matrix products and gathers in the autocast dtype.
+    ``forward`` first predicts every level's offsets and masks and checks them without a host
+    read (one reduction per level): when any value is NaN or Inf, every offset of the block
+    becomes 0 and every mask NaN, so nothing samples out of bounds (torchvision's op would read
+    out of bounds at a NaN offset) and every output value is NaN. Called alone, the block then
+    reads the check (one device synchronisation) and raises
+    :class:`~dyhead_d2.layers.finite.NonFiniteError` naming the levels, whether the block's
+    input was finite, and the block's first non-finite parameter (:meth:`describe_non_finite`);
+    inside :class:`DyHead` it hands the check to the tower, which reads all blocks' at once. It
+    then runs :meth:`forward_per_level` (the algorithm as written: per level, per branch) when
+    the resolved implementation is ``"torchvision"``, and :meth:`forward_sampled` (each
+    convolution once over all levels) when it is ``"sampled"``. Under autocast the former runs
+    the deformable convolutions in float32; the latter computes sampling positions and bilinear
+    weights in float32 and its matrix products and gathers in the autocast dtype.
     """
 
     def __init__(
@@ -209,25 +233,41 @@ class DyHeadBlock(nn.Module):
         """Offsets (N, 18, H, W) and sigmoid masks (N, 9, H, W) predicted from one level."""
         return split_offset_and_mask(self.offset_conv(x))
 
-    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
-        """Levels fine to coarse, (N, in_channels, H_l, W_l) -> (N, out_channels, H_l, W_l)."""
-        check_pyramid(features, self.in_channels, type(self).__name__)
-        raw = [self.offset_conv(x) for x in features]
-        # The raw predictions, not the sigmoid masks: an Inf mask logit is a finite mask.
-        if not all_finite(raw):
-            raise NonFiniteError(self._describe_non_finite(features, raw))
-        offsets, masks = zip(*(split_offset_and_mask(r) for r in raw))
-        if resolve_deform_impl(self.deform_impl, features[0].device) == "torchvision":
-            return self.forward_per_level(features, offsets, masks)
-        return self.forward_sampled(features, offsets, masks)
+    def forward(
+        self, features: Sequence[Tensor], checks: list[Tensor] | None = None
+    ) -> list[Tensor]:
+        """Levels fine to coarse, (N, in_channels, H_l, W_l) -> (N, out_channels, H_l, W_l).
 
-    def _describe_non_finite(self, features: Sequence[Tensor], raw: Sequence[Tensor]) -> str:
+        ``checks``: where the check goes. None (default): read it now and raise
+        :class:`~dyhead_d2.layers.finite.NonFiniteError` if an offset or mask was not finite. A
+        list: append the (L,) bool tensor "level l's offsets and masks were finite" to it, on the
+        device, unread (what :class:`DyHead` does).
+        """
+        check_pyramid(features, self.in_channels, type(self).__name__)
+        offsets, masks, finite = guard_offsets_and_masks([self.offset_conv(x) for x in features])
+        if resolve_deform_impl(self.deform_impl, features[0].device) == "torchvision":
+            outputs = self.forward_per_level(features, offsets, masks)
+        else:
+            outputs = self.forward_sampled(features, offsets, masks)
+        if checks is not None:
+            checks.append(finite)
+        elif not torch.jit.is_tracing() and not bool(finite.all()):
+            raise NonFiniteError(self.describe_non_finite(features))
+        return outputs
+
+    @torch.no_grad()
+    def describe_non_finite(self, features: Sequence[Tensor]) -> str:
+        """Why this block's offsets/masks on ``features`` are not finite, in one line: the levels
+        (with counts), then whether its input was finite and, if so, its first non-finite
+        parameter. Recomputes ``offset_conv`` (the error path only)."""
+        raw = [self.offset_conv(x) for x in features]
         bad = [
             f"level {i} ({describe_non_finite(r)})"
             for i, r in enumerate(raw)
             if not bool(torch.isfinite(r).all())
         ]
-        msg = f"the offsets/masks predicted by offset_conv are not finite on {', '.join(bad)}"
+        where = ", ".join(bad) if bad else "no level when recomputed"
+        msg = f"the offsets/masks predicted by offset_conv are not finite on {where}"
         bad_input = find_non_finite(list(features), "level")
         if bad_input is not None:
             return f"{msg}; the block's input is not finite either ({' holds '.join(bad_input)})"
@@ -355,6 +395,17 @@ class DyHead(nn.Module):
     replaces that port's value. It is resolved once, here, and every block gets the result.
     ``deform_impl`` (default ``"auto"``) only picks how the deformable convolutions are computed;
     see :class:`DyHeadBlock`.
+
+    NaN or Inf offsets or masks: each block sanitises its own without a host read (see
+    :class:`DyHeadBlock`) and records a device-side flag per level; ``forward`` reads all
+    blocks' flags once at its end (one device synchronisation per call, not one per block) and
+    raises :class:`~dyhead_d2.layers.finite.NonFiniteError` naming the first block that saw
+    one, its levels, whether its input was finite and its first non-finite parameter. With
+    ``check_in_forward = False`` the read is left to the caller (the ATSS detector reads it
+    with its number of positive anchors: one host read per training step). In distributed
+    training the flags are all-reduced (no host read) in ``forward``, so every rank raises the
+    same error in the same step instead of waiting for a rank that stopped; every rank must
+    then run the tower once per step, as Detectron2's training does.
     """
 
     def __init__(
@@ -395,6 +446,11 @@ class DyHead(nn.Module):
             )
             for i in range(num_blocks)
         )
+        #: Read the blocks' finite check at the end of forward (one host read per call). A caller
+        #: that reads it with its own values (:meth:`pending_check`) sets this to False while it
+        #: runs the tower, and must then call :meth:`raise_if_non_finite`.
+        self.check_in_forward = True
+        self._pending: _PendingCheck | None = None
 
     @property
     def offset_mode(self) -> str:
@@ -402,12 +458,98 @@ class DyHead(nn.Module):
         return self.port.offset_mode
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        """Levels fine to coarse -> the last block's levels; see the class docstring for the
+        finite check."""
         out = list(features)
-        for i, block in enumerate(self.blocks):
-            try:
-                out = block(out)
-            except NonFiniteError as e:
-                # Say which block; parameter names as in this module's state dict.
-                msg = str(e).replace("but parameter ", f"but parameter blocks.{i}.")
-                raise NonFiniteError(f"DyHead block {i}: {msg}") from None
+        checks: list[Tensor] = []
+        for block in self.blocks:
+            out = block(out, checks=checks)
+        if torch.jit.is_tracing():  # an exported graph keeps the blocks' sanitising only
+            return out
+        # Ranks agree only in training, where every rank runs one forward per step.
+        world = _world_flags(checks) if self.training else None
+        self._pending = _PendingCheck(torch.stack(checks), list(features), world)
+        if self.check_in_forward:
+            self.raise_if_non_finite()
         return out
+
+    def pending_check(self) -> Tensor | None:
+        """The unread check of the last forward, as an int64 vector on the device, or None.
+
+        A caller that reads values of its own every step (e.g. the detector's number of positive
+        anchors) reads this in the same host read and hands the result to
+        :meth:`raise_if_non_finite`, with ``check_in_forward = False``.
+        """
+        if self._pending is None:
+            return None
+        flags = (~self._pending.finite).flatten().long()
+        world = self._pending.world
+        return flags if world is None else torch.cat([flags, world])
+
+    def raise_if_non_finite(self, values: Sequence[int] | None = None) -> None:
+        """Raise :class:`~dyhead_d2.layers.finite.NonFiniteError` if an offset or mask of the
+        last forward was not finite; ``values``: :meth:`pending_check` as read by the caller
+        (read here when None). The message names the first such block and its levels, whether
+        its input was finite and its first non-finite parameter; when distributed, the first
+        rank where it happened, the same message on every rank."""
+        if values is None and self._pending is not None:
+            values = self.pending_check().tolist()
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        num_blocks, num_levels = pending.finite.shape
+        bad = [list(values[b * num_levels : (b + 1) * num_levels]) for b in range(num_blocks)]
+        world = list(values[num_blocks * num_levels :])
+        if not world:
+            if any(any(row) for row in bad):
+                raise NonFiniteError(self._describe(bad, pending.features))
+            return
+        if not any(world):
+            return
+        # Every rank got the same flags, so every rank is here: the first rank that saw a
+        # non-finite value describes it, and all raise the same error (none waits for another
+        # in a collective that will never come).
+        source = next(r for r, flag in enumerate(world) if flag)
+        message = [None]
+        if dist.get_rank() == source:
+            message[0] = self._describe(bad, pending.features, rank=(source, len(world)))
+        dist.broadcast_object_list(message, src=source)
+        raise NonFiniteError(message[0])
+
+    def _describe(
+        self, bad: list[list[int]], features: list[Tensor], rank: tuple[int, int] | None = None
+    ) -> str:
+        i = next(b for b, row in enumerate(bad) if any(row))
+        # Block i's input, recomputed from the tower's: blocks 0..i-1 had finite offsets.
+        with torch.no_grad():
+            x = features
+            for block in self.blocks[:i]:
+                x = block(x, checks=[])
+        msg = self.blocks[i].describe_non_finite(x)
+        # Say which block; parameter names as in this module's state dict.
+        msg = msg.replace("but parameter ", f"but parameter blocks.{i}.")
+        where = (
+            f"DyHead block {i}"
+            if rank is None
+            else f"DyHead block {i} on rank {rank[0]} of {rank[1]}"
+        )
+        return f"{where}: {msg}"
+
+
+class _PendingCheck(NamedTuple):
+    """What :meth:`DyHead.forward` leaves for :meth:`DyHead.raise_if_non_finite`."""
+
+    finite: Tensor  # (blocks, levels) bool: the offsets and masks were finite
+    features: list[Tensor]  # the tower's input, to recompute a block's input on the error path
+    world: Tensor | None  # (world size,) int64: ranks that saw a non-finite value; None alone
+
+
+def _world_flags(checks: list[Tensor]) -> Tensor | None:
+    """When distributed: a (world size,) vector, all-reduced (no host read), whose entry r is 1
+    if rank r saw a non-finite offset or mask in this forward. None otherwise."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    world = torch.zeros(dist.get_world_size(), dtype=torch.int64, device=checks[0].device)
+    world[dist.get_rank()] = (~torch.stack(checks)).any().long()
+    dist.all_reduce(world)
+    return world

@@ -2,13 +2,19 @@
 
 The tensor math (assignment, targets, losses, candidate selection) lives in :mod:`dyhead_d2.atss`
 and does not depend on detectron2; this module wires it into Detectron2's :class:`DenseDetector`,
-anchors, box coding and NMS, in the style of Detectron2's own FCOS and RetinaNet.
+anchors, box coding and structures, in the style of Detectron2's own FCOS and RetinaNet.
+
+On an accelerator a training step reads back to the host once: the losses are computed by
+masking (no data-dependent shape), and the number of positive anchors (for the event storage)
+is read together with the DyHead blocks' finite check. Inference reads once per image before
+NMS (the candidates of every level are selected with fixed sizes, then compacted once).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from detectron2.layers import cat
@@ -20,13 +26,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from ..atss import (
-    atss_assign,
-    atss_losses,
-    box_centers,
-    centerness_targets,
-    select_topk_candidates,
-)
+from ..atss import atss_assign, atss_losses, centerness_targets, select_topk_candidates
+from ..layers.dyhead import DyHead
 from ..layers.finite import all_finite, describe_non_finite
 from .nms import class_aware_nms
 
@@ -118,6 +119,13 @@ class ATSS(DenseDetector):
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
 
+    def forward(self, batched_inputs: list[dict[str, Tensor]]):
+        """Detectron2's :meth:`DenseDetector.forward`; the DyHead towers of the backbone leave
+        their finite check to :meth:`forward_training` / :meth:`forward_inference`, which read
+        it with their own values (one host read instead of two)."""
+        with _deferred_finite_checks(self.backbone):
+            return super().forward(batched_inputs)
+
     def preprocess_image(self, batched_inputs: list[dict[str, Tensor]]) -> ImageList:
         """Normalise, pad and batch the images, after :func:`check_finite_images`."""
         check_finite_images(batched_inputs)
@@ -135,9 +143,13 @@ class ATSS(DenseDetector):
         )
         anchors = self.anchor_generator(features)
         gt_labels, matched_boxes = self.label_anchors(anchors, gt_instances)
-        return self.losses(
+        losses = self.losses(
             anchors, pred_logits, gt_labels, pred_deltas, matched_boxes, pred_centerness
         )
+        num_pos = (torch.stack(gt_labels) != self.num_classes).sum()
+        (num_pos,) = self._read_with_finite_checks([num_pos])  # the step's one host read
+        self._log_num_positives(num_pos / len(gt_labels))
+        return losses
 
     @torch.no_grad()
     def label_anchors(
@@ -176,31 +188,53 @@ class ATSS(DenseDetector):
         matched_boxes: list[Tensor],
         pred_centerness: list[Tensor],
     ) -> dict[str, Tensor]:
-        """Focal, GIoU and centerness losses; see :func:`dyhead_d2.atss.atss_losses`."""
-        num_images = len(gt_labels)
+        """Focal, GIoU and centerness losses; see :func:`dyhead_d2.atss.atss_losses`.
+
+        Every anchor's box is decoded and its centerness target computed; background anchors
+        are matched to themselves (a well-formed box, so their masked-out terms stay finite).
+        Detectron2's ``_dense_box_regression_loss`` (FCOS's) gathers the positives with a
+        boolean mask, a host read, and cannot weight by centerness, so it is not used.
+        """
         labels = torch.stack(gt_labels)  # (N, R)
-        pos_mask = labels != self.num_classes
-        all_anchors = Boxes.cat(anchors).tensor  # (R, 4)
-        anchors_pos = all_anchors.unsqueeze(0).expand(num_images, -1, -1)[pos_mask]
-        target_boxes = torch.stack(matched_boxes)[pos_mask]
+        num_images, num_anchors = labels.shape
+        all_anchors = Boxes.cat(anchors)
+        anchor_boxes = all_anchors.tensor.expand(num_images, -1, -1)
+        positive = (labels != self.num_classes).unsqueeze(2)
+        target_boxes = torch.where(positive, torch.stack(matched_boxes), anchor_boxes)
         pred_boxes = self.box2box_transform.apply_deltas(
-            cat(pred_deltas, dim=1)[pos_mask], anchors_pos
+            cat(pred_deltas, dim=1).reshape(-1, 4), anchor_boxes.reshape(-1, 4)
         )
-        ctr_targets = centerness_targets(box_centers(anchors_pos), target_boxes)
-        ctr_logits = cat(pred_centerness, dim=1).squeeze(2)[pos_mask]
-        self._log_num_positives(pos_mask.sum().item() / num_images)
+        centers = all_anchors.get_centers().repeat(num_images, 1)
+        # Not FCOS's compute_ctrness_targets: it reads distances from Box2BoxTransformLinear's
+        # deltas (ATSS codes boxes with Box2BoxTransform) and gives NaN for degenerate boxes.
+        ctr_targets = centerness_targets(centers, target_boxes.reshape(-1, 4))
         return atss_losses(
             cat(pred_logits, dim=1),
             labels,
-            pred_boxes,
+            pred_boxes.view(num_images, num_anchors, 4),
             target_boxes,
-            ctr_logits,
-            ctr_targets,
+            cat(pred_centerness, dim=1).squeeze(2),
+            ctr_targets.view(num_images, num_anchors),
             num_classes=self.num_classes,
             focal_alpha=self.focal_loss_alpha,
             focal_gamma=self.focal_loss_gamma,
             box_loss_weight=self.box_reg_loss_weight,
         )
+
+    def _read_with_finite_checks(self, values: list[Tensor]) -> list[int]:
+        """``values`` (int64 scalars on the device) read in one host read together with the
+        finite checks of the backbone's DyHead towers, which raise here if they failed."""
+        towers = [m for m in self.backbone.modules() if isinstance(m, DyHead)]
+        pending = [(m, m.pending_check()) for m in towers]
+        pending = [(m, c) for m, c in pending if c is not None]
+        if not values and not pending:
+            return []
+        flat = torch.cat([v.reshape(1) for v in values] + [c for _, c in pending]).tolist()
+        start = len(values)
+        for tower, check in pending:
+            tower.raise_if_non_finite(flat[start : start + len(check)])
+            start += len(check)
+        return flat[: len(values)]
 
     @staticmethod
     def _log_num_positives(value: float) -> None:
@@ -214,6 +248,8 @@ class ATSS(DenseDetector):
     def forward_inference(
         self, images: ImageList, features: list[Tensor], predictions: list[list[Tensor]]
     ) -> list[Instances]:
+        if not torch.jit.is_tracing():
+            self._read_with_finite_checks([])
         pred_logits, pred_deltas, pred_centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
@@ -239,32 +275,16 @@ class ATSS(DenseDetector):
         centerness: list[Tensor],
         image_size: tuple[int, int],
     ) -> Instances:
-        """Per level: threshold, top-k, decode (and, with ``test_clip_before_nms``, clip to
-        ``image_size`` and drop empty boxes); then class-aware NMS over all levels.
+        """:meth:`decode_candidates`, the candidates kept (the image's one host read before
+        NMS), then class-aware NMS over all levels and the ``max_detections_per_image`` best.
 
         ``logits``, ``deltas``, ``centerness``: per level (R_l, K), (R_l, 4), (R_l, 1) of one image.
         """
-        boxes_all, scores_all, classes_all = [], [], []
-        for anchors_l, logits_l, deltas_l, ctr_l in zip(anchors, logits, deltas, centerness):
-            scores, anchor_idxs, class_idxs = select_topk_candidates(
-                logits_l.sigmoid(),
-                ctr_l.squeeze(1).sigmoid(),
-                self.test_score_thresh,
-                self.test_topk_candidates,
-                topk_by=self.test_topk_by,
-            )
-            boxes = self.box2box_transform.apply_deltas(
-                deltas_l[anchor_idxs], anchors_l.tensor[anchor_idxs]
-            )
-            if self.test_clip_before_nms:
-                clipped = Boxes(boxes)
-                clipped.clip(image_size)
-                keep = clipped.nonempty(threshold=0.0)
-                boxes, scores, class_idxs = clipped.tensor[keep], scores[keep], class_idxs[keep]
-            boxes_all.append(boxes)
-            scores_all.append(scores)
-            classes_all.append(class_idxs)
-        boxes, scores, classes = cat(boxes_all), cat(scores_all), cat(classes_all)
+        boxes, scores, classes, valid = self.decode_candidates(
+            anchors, logits, deltas, centerness, image_size
+        )
+        keep = torch.nonzero(valid).squeeze(1)
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         keep = class_aware_nms(boxes, scores, classes, self.test_nms_thresh, self.num_classes)
         keep = keep[: self.max_detections_per_image]
         return Instances(
@@ -273,6 +293,73 @@ class ATSS(DenseDetector):
             scores=scores[keep],
             pred_classes=classes[keep],
         )
+
+    def decode_candidates(
+        self,
+        anchors: list[Boxes],
+        logits: list[Tensor],
+        deltas: list[Tensor],
+        centerness: list[Tensor],
+        image_size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per level, the ``test_topk_candidates`` best (anchor, class) pairs of one image
+        (:func:`~dyhead_d2.atss.select_topk_candidates`: class probability above
+        ``test_score_thresh``, ranked by ``test_topk_by``) and their decoded boxes; with
+        ``test_clip_before_nms`` the boxes are clipped to ``image_size`` and those left empty
+        are no longer candidates. Sizes depend only on the input shapes: no host read.
+
+        Returns:
+            ``(boxes (T, 4), scores (T,), classes (T,), valid (T,))`` of all levels, fine to
+            coarse, each level best first; float32 boxes and scores (also under autocast).
+            The rows with ``valid`` are the candidates.
+        """
+        # Not Detectron2's _decode_multi_level_predictions: ATSS thresholds on the probability
+        # but ranks by probability x centerness, and keeps fixed sizes until the end.
+        boxes_all, scores_all, classes_all, valid_all = [], [], [], []
+        for anchors_l, logits_l, deltas_l, ctr_l in zip(anchors, logits, deltas, centerness):
+            scores, anchor_idxs, class_idxs, valid = select_topk_candidates(
+                _full_precision(logits_l).sigmoid(),
+                _full_precision(ctr_l).squeeze(1).sigmoid(),
+                self.test_score_thresh,
+                self.test_topk_candidates,
+                topk_by=self.test_topk_by,
+            )
+            boxes = self.box2box_transform.apply_deltas(
+                deltas_l[anchor_idxs], anchors_l.tensor[anchor_idxs]
+            )
+            if self.test_clip_before_nms:
+                # Boxes.clip's clamps without its finiteness assert (a host read per level).
+                h, w = image_size
+                x0, y0, x1, y1 = boxes.unbind(dim=1)
+                boxes = torch.stack(
+                    [x0.clamp(0, w), y0.clamp(0, h), x1.clamp(0, w), y1.clamp(0, h)], dim=1
+                )
+                valid = valid & Boxes(boxes).nonempty(threshold=0.0)
+            boxes_all.append(boxes)
+            scores_all.append(scores)
+            classes_all.append(class_idxs)
+            valid_all.append(valid)
+        return cat(boxes_all), cat(scores_all), cat(classes_all), cat(valid_all)
+
+
+def _full_precision(t: Tensor) -> Tensor:
+    """float32 for float16 / bfloat16 (e.g. autocast's head outputs), else ``t``: probabilities,
+    scores and their ranking are computed in float32 in every precision."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+@contextmanager
+def _deferred_finite_checks(backbone: nn.Module) -> Iterator[None]:
+    """The backbone's DyHead towers record their finite checks without reading them."""
+    towers = [m for m in backbone.modules() if isinstance(m, DyHead)]
+    saved = [m.check_in_forward for m in towers]
+    for m in towers:
+        m.check_in_forward = False
+    try:
+        yield
+    finally:
+        for m, value in zip(towers, saved):
+            m.check_in_forward = value
 
 
 def check_finite_images(batched_inputs: list[dict[str, Tensor]]) -> None:
