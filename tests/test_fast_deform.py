@@ -472,7 +472,11 @@ def test_benchmark_detector_inference_and_training_step(capsys):
     assert set(by_key) == {"c", "d"}, text
     assert by_key["c"]["ratio"] > 0 and by_key["d"]["ratio"] > 0
     # Same weights and inputs on both sides: the sampled DyHead and the vectorised assignment
-    # reproduce the per-level torchvision DyHead and the per-box assignment loop.
-    assert 0 <= by_key["c"]["max_abs_diff"]["DyHead outputs"] < 1e-3
+    # reproduce the per-level torchvision DyHead and the per-box assignment loop. In (c) the
+    # project's backbone also runs channels-last, folded (float32 rounding of its own), and with
+    # these random weights (identity FrozenBN statistics, features up to ~1e4) block 0 samples
+    # hundreds of pixels away, where float32 resolves positions to ~1e-4 pixel: relative to the
+    # largest output, about 1e-3 (test_memory_format.py checks equality in float64).
+    assert 0 <= by_key["c"]["max_rel_diff"]["DyHead outputs"] < 1e-3
     assert 0 <= by_key["d"]["max_abs_diff"]["losses"] < 1e-4
     assert 0 <= by_key["d"]["max_abs_diff"]["gradients"] < 1e-3
