@@ -356,14 +356,16 @@ def _output_rows(spec: _Spec, *tensors: Tensor) -> Tensor:
         if len(blocks) == 1:
             cols = gather_sum(rows, index, wts).view(-1, kk * c)
             return cols @ w_cols if bias is None else torch.addmm(bias, cols, w_cols)
+        # The bias written once, then every block's product added to it in place.
         out = rows.new_empty(num_pixels, w_cols.shape[1])
+        if bias is None:
+            out.zero_()
+        else:
+            out.copy_(bias.expand_as(out))
         for b in blocks:
             taps = slice(b.start * kk, b.stop * kk)
             cols = gather_sum(rows, index[taps], wts[taps]).view(-1, kk * c)
-            if bias is None:
-                torch.mm(cols, w_cols, out=out[b])
-            else:
-                torch.addmm(bias, cols, w_cols, out=out[b])
+            out[b].addmm_(cols, w_cols)
         return out
 
 
