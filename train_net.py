@@ -57,17 +57,25 @@ from dyhead_d2.engine import (  # noqa: E402
     divergence_message,
     train_or_explain,
 )
+from dyhead_d2.modeling import fold_frozen_batchnorm, folded_for_inference  # noqa: E402
 from dyhead_d2.progress import progress_lines  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
 
 def do_test(cfg, model):
-    """COCO evaluation of ``model`` on ``dataloader.test``; returns the results dict."""
+    """COCO evaluation of ``model`` on ``dataloader.test``; returns the results dict.
+
+    Runs on a copy of ``model`` with its frozen BatchNorm folded into the convolutions (the same
+    outputs up to float rounding; see :func:`dyhead_d2.modeling.folded_for_inference`), so that
+    ``model`` itself, its norms and its checkpoints stay as they are during training.
+    """
     if "evaluator" not in cfg.dataloader:
         return {}
     ret = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        folded_for_inference(model),
+        instantiate(cfg.dataloader.test),
+        instantiate(cfg.dataloader.evaluator),
     )
     print_csv_format(ret)
     return ret
@@ -143,6 +151,8 @@ def do_eval(args, cfg):
         checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=True)
     else:
         checkpointer.load(cfg.train.init_checkpoint)
+    # Folded here, before DDP wraps it (do_test folds a bare model only).
+    model = fold_frozen_batchnorm(model.eval(), inplace=True)
     return do_test(cfg, build_ddp(cfg, model))
 
 

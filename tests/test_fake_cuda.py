@@ -33,7 +33,7 @@ from detectron2.config import instantiate  # noqa: E402
 from detectron2.structures import ImageList  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .d2_models import make_input  # noqa: E402
 from .test_train_net import QUICKSTART, ROOT, TINY  # noqa: E402

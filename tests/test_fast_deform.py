@@ -10,6 +10,8 @@ from dyhead_d2.benchmark.runner import main as benchmark_main
 from dyhead_d2.layers import OFFSET_MODES, modulated_deform_conv
 from dyhead_d2.layers.deform_conv import DEFORM_IMPLS, resolve_deform_impl
 from dyhead_d2.layers.sampled_deform_conv import (
+    COLUMN_BLOCK_BYTES,
+    KEEP_COLUMNS_BYTES,
     gather_sum,
     sampled_deform_conv,
     sampled_deform_conv_levels,
@@ -89,28 +91,42 @@ def _sampled(x, offset, mask, weight, bias, stride):
     return sampled_deform_conv(x, offset, mask, weight, bias, stride=stride, padding=1)
 
 
+def _recomputing(x, offset, mask, weight, bias, stride):
+    return sampled_deform_conv_levels(
+        [x], [offset], [mask], weight, bias, stride=stride, padding=1, keep_columns_bytes=0
+    )[0]
+
+
+# The two training paths: keeping the columns (what these tiny sizes get by default) and
+# recomputing them in the backward (what large ones get).
+BACKWARDS = {"keeping": _sampled, "recomputing": _recomputing}
+
+
 NAMES = ("output", "grad input", "grad offset", "grad mask", "grad weight", "grad bias")
 
 
+@pytest.mark.parametrize("backward", list(BACKWARDS))
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("kind", ["fractional", "integer", "border"])
-def test_sampled_op_matches_torchvision(stride, kind):
+def test_sampled_op_matches_torchvision(stride, kind, backward):
     inputs = _op_case(2, 8, 6, 13, 19, stride, torch.float32, kind)
     ref = _run(_torchvision, inputs, stride)
-    got = _run(_sampled, inputs, stride)
+    got = _run(BACKWARDS[backward], inputs, stride)
     for name, a, b in zip(NAMES, got, ref):
         assert a.shape == b.shape
         _close(a, b, name)
 
 
+@pytest.mark.parametrize("backward", list(BACKWARDS))
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("kind", ["integer", "border"])
-def test_sampled_op_exact_in_float64(stride, kind):
+@pytest.mark.parametrize("kind", ["fractional", "integer", "border"])
+def test_sampled_op_exact_in_float64(stride, kind, backward):
     # In float64 the only difference left is summation order: agreement to ~1e-12 shows the
-    # corners picked at kinks (integer positions, borders) are torchvision's.
+    # corners picked at kinks (integer positions, borders) are torchvision's, and that both
+    # training paths compute torchvision's gradients.
     inputs = _op_case(2, 5, 3, 7, 9, stride, torch.float64, kind, seed=1)
     ref = _run(_torchvision, inputs, stride)
-    got = _run(_sampled, inputs, stride)
+    got = _run(BACKWARDS[backward], inputs, stride)
     for name, a, b in zip(NAMES, got, ref):
         diff = (a - b).abs().max().item()
         assert diff <= 1e-10, f"{name}: max abs diff {diff}"
@@ -124,6 +140,23 @@ def test_sampled_op_tiny_images(size):
             assert (a - b).abs().max().item() <= 1e-10
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_blocked_columns_match_torchvision(stride):
+    # Columns larger than one block (COLUMN_BLOCK_BYTES) are gathered and multiplied block by
+    # block, in inference and in the recomputing backward; float64, so only summation order
+    # differs from torchvision.
+    c, h, w = 48, 99, 101
+    outputs = ((h - 1) // stride + 1) * ((w - 1) // stride + 1)
+    assert outputs * 9 * c * 8 > 2 * COLUMN_BLOCK_BYTES  # three or more blocks
+    inputs = _op_case(1, c, 8, h, w, stride, torch.float64, "fractional", seed=4)
+    with torch.no_grad():
+        got = _sampled(*inputs, stride)
+        want = _torchvision(*inputs, stride)
+    assert (got - want).abs().max().item() <= 1e-10
+    for a, b in zip(_run(_recomputing, inputs, stride), _run(_torchvision, inputs, stride)):
+        assert (a - b).abs().max().item() <= 1e-9
+
+
 def _levels_case(stride):
     """Three inputs of different sizes with their own offsets/masks, one weight and bias."""
     cases = [
@@ -133,10 +166,12 @@ def _levels_case(stride):
     return [[c[i] for c in cases] for i in range(3)] + [cases[0][3], cases[0][4]]
 
 
+@pytest.mark.parametrize("keep_columns_bytes", [0, KEEP_COLUMNS_BYTES])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_levels_call_matches_torchvision_per_input(stride):
-    # One call over inputs of different sizes (taps first for stride 1, columns first for
-    # stride 2) against one torchvision call per input: outputs and every gradient, float64.
+def test_levels_call_matches_torchvision_per_input(stride, keep_columns_bytes):
+    # One call over inputs of different sizes (taps first for stride 1 when recomputing, columns
+    # first otherwise) against one torchvision call per input: outputs and every gradient,
+    # float64.
     xs, offsets, masks, weight, bias = _levels_case(stride)
 
     def run(fn):
@@ -155,7 +190,9 @@ def test_levels_call_matches_torchvision_per_input(stride):
         ]
 
     def levels(xs, offsets, masks, w, b):
-        return sampled_deform_conv_levels(xs, offsets, masks, w, b, stride=stride, padding=1)
+        return sampled_deform_conv_levels(
+            xs, offsets, masks, w, b, stride, 1, keep_columns_bytes=keep_columns_bytes
+        )
 
     (out, grads), (ref, ref_grads) = run(levels), run(per_input)
     for a, b in zip(out + grads, ref + ref_grads):
@@ -164,8 +201,9 @@ def test_levels_call_matches_torchvision_per_input(stride):
     assert all(o.is_contiguous(memory_format=torch.channels_last) for o in out)
 
 
+@pytest.mark.parametrize("keep_columns_bytes", [0, KEEP_COLUMNS_BYTES])
 @pytest.mark.parametrize("wanted", ["inputs", "offsets and masks", "weight and bias"])
-def test_levels_call_gradient_of_a_subset(wanted):
+def test_levels_call_gradient_of_a_subset(wanted, keep_columns_bytes):
     # The backward computes only what is asked for (e.g. a frozen weight); what it computes is
     # still torchvision's gradient.
     xs, offsets, masks, weight, bias = _levels_case(1)
@@ -180,7 +218,9 @@ def test_levels_call_gradient_of_a_subset(wanted):
             t.grad = None
             t.requires_grad_()
         if name == "levels":
-            outs = sampled_deform_conv_levels(xs, offsets, masks, weight, bias)
+            outs = sampled_deform_conv_levels(
+                xs, offsets, masks, weight, bias, keep_columns_bytes=keep_columns_bytes
+            )
         else:
             outs = [
                 deform_conv2d(x, o, weight, bias, padding=1, mask=m)
@@ -192,24 +232,55 @@ def test_levels_call_gradient_of_a_subset(wanted):
         assert (a - b).abs().max().item() <= 1e-10
 
 
-def test_training_keeps_only_the_arguments_for_backward():
-    # The table / columns and the bilinear weights are recomputed in the backward: what
-    # autograd keeps from the forward is the arguments' storage and nothing else (without the
-    # recomputation the taps-first table alone is 9x the output).
-    for stride in (1, 2):
-        xs, offsets, masks, weight, bias = _levels_case(stride)
-        args = [t.requires_grad_() for t in [*xs, *offsets, *masks, weight, bias]]
-        kept = set()
+def _saved_storages(stride, keep_columns_bytes):
+    """(storages autograd keeps from one training forward, the arguments' storages)."""
+    xs, offsets, masks, weight, bias = _levels_case(stride)
+    args = [t.requires_grad_() for t in [*xs, *offsets, *masks, weight, bias]]
+    kept = {}
 
-        def pack(t, kept=kept):
-            kept.add(t.untyped_storage().data_ptr())
-            return t
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
 
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            outs = sampled_deform_conv_levels(xs, offsets, masks, weight, bias, stride=stride)
-        assert kept == {t.untyped_storage().data_ptr() for t in args}
-        sum(o.sum() for o in outs).backward()
-        assert all(t.grad is not None for t in args)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outs = sampled_deform_conv_levels(
+            xs, offsets, masks, weight, bias, stride, 1, keep_columns_bytes=keep_columns_bytes
+        )
+    sum(o.sum() for o in outs).backward()
+    assert all(t.grad is not None for t in args)
+    return kept, {t.untyped_storage().data_ptr() for t in args}
+
+
+def _column_bytes_of_case(stride):
+    xs, offsets, _, weight, _ = _levels_case(stride)
+    pixels = sum(o.shape[0] * o.shape[2] * o.shape[3] for o in offsets)
+    return pixels * weight[0].numel() * 8  # float64
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_large_columns_keep_only_the_arguments_for_backward(stride):
+    # Columns above the threshold (here: one byte less than theirs) and the bilinear weights are
+    # recomputed in the backward: what autograd keeps from the forward is the arguments' storage
+    # and nothing else (without the recomputation the columns alone are 9x the input).
+    kept, args = _saved_storages(stride, _column_bytes_of_case(stride) - 1)
+    assert set(kept) == args
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_small_columns_are_kept_for_backward(stride):
+    # At the threshold the columns are kept: one saved storage of exactly their size, with the
+    # rows and the bilinear weights.
+    columns = _column_bytes_of_case(stride)
+    kept, args = _saved_storages(stride, columns)
+    assert columns in [kept[p] for p in set(kept) - args]
+
+
+def test_default_threshold_keeps_small_models_columns_only():
+    # float32 columns = output pixels x 9 taps x C x 4 bytes. The quickstart model's largest
+    # (mid branch: 8 images, P3..P7 of 192x192 = 24x24 + ... + 2x2 = 769 pixels, 64 channels)
+    # is kept; the R-50 model's smallest at 800x1216 (the high and low branches on P4..P7,
+    # 50x76 + ... + 7x10 = 5067 pixels, 256 channels) is recomputed.
+    assert 8 * 769 * 9 * 64 * 4 <= KEEP_COLUMNS_BYTES < 5067 * 9 * 256 * 4
 
 
 def test_gather_sum_gradcheck():
@@ -402,7 +473,11 @@ def test_benchmark_detector_inference_and_training_step(capsys):
     assert set(by_key) == {"c", "d"}, text
     assert by_key["c"]["ratio"] > 0 and by_key["d"]["ratio"] > 0
     # Same weights and inputs on both sides: the sampled DyHead and the vectorised assignment
-    # reproduce the per-level torchvision DyHead and the per-box assignment loop.
-    assert 0 <= by_key["c"]["max_abs_diff"]["DyHead outputs"] < 1e-3
+    # reproduce the per-level torchvision DyHead and the per-box assignment loop. In (c) the
+    # project's backbone also runs channels-last, folded (float32 rounding of its own), and with
+    # these random weights (identity FrozenBN statistics, features up to ~1e4) block 0 samples
+    # hundreds of pixels away, where float32 resolves positions to ~1e-4 pixel: relative to the
+    # largest output, about 1e-3 (test_memory_format.py checks equality in float64).
+    assert 0 <= by_key["c"]["max_rel_diff"]["DyHead outputs"] < 1e-3
     assert 0 <= by_key["d"]["max_abs_diff"]["losses"] < 1e-4
     assert 0 <= by_key["d"]["max_abs_diff"]["gradients"] < 1e-3

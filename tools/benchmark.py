@@ -35,16 +35,22 @@ Benchmarks (``--which``):
     conv, normalisation or attention on either side.
 * ``c``: full detector inference (``configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py``, random
   weights, same for both sides) on one 800x1216 image; the reported difference is that of the
-  DyHead outputs.
+  DyHead outputs. The reference is the authors' model as written (contiguous memory, frozen
+  BatchNorm as separate layers); the project's runs as ``Predictor`` runs it: frozen BatchNorm
+  folded into the convolutions and ``DyHeadBackbone(memory_format="auto")`` (channels-last on
+  the CPU).
 * ``d``: one training step (forward, backward, SGD step) of that detector on two 512x512 images
   with six random boxes each; the reference also runs the authors' per-box ATSS assignment loop
   instead of the vectorised one. Differences of the losses and of all gradients are reported.
+  (Both train in contiguous memory: ``memory_format="auto"`` is that in training.)
 * ``f``: deployed inference on the CPU: the detector of (c) on one ``--detector-size`` image,
-  three ways in one run: the reference (eager, ``deform_impl="torchvision"``), the project in
-  PyTorch eager (``--impl``) and the project exported to ONNX (``dyhead_d2.deploy``) run by
-  onnxruntime's CPU provider with as many threads as torch. The ratios are the reference's time
-  over each; the differences are those of the detections of eager and onnxruntime. Needs the
-  deploy extra (onnx, onnxruntime); the export takes a minute and is not timed.
+  three ways in one run: the reference (eager, ``deform_impl="torchvision"``, as in (c)), the
+  project in PyTorch eager (``--impl``, prepared as in (c)) and the project exported to ONNX
+  (``dyhead_d2.deploy``) run by onnxruntime's CPU provider with as many threads as torch, whose
+  threads spin between ops unless ``OMP_WAIT_POLICY=PASSIVE`` (as torch's OpenMP threads do).
+  The ratios are the reference's time over each; the differences are those of the detections of
+  eager and onnxruntime. Needs the deploy extra (onnx, onnxruntime); the export takes a minute
+  and is not timed.
   (``c``, ``d`` and ``f`` need detectron2; their sizes are ``--detector-size`` and
   ``--train-size``, and they ignore ``--sizes``, ``--blocks`` and ``--channels``.)
 

@@ -27,6 +27,7 @@ def deployed_inference(args, device, report) -> None:
     from dyhead_d2.deploy.export import export_onnx
     from dyhead_d2.deploy.parity import compare_detections
     from dyhead_d2.model_zoo import get_config
+    from dyhead_d2.modeling import fold_frozen_batchnorm
 
     if device.type != "cpu":
         print(f"\n(f) skipped on {device.type}: onnxruntime runs on the CPU here")
@@ -38,11 +39,14 @@ def deployed_inference(args, device, report) -> None:
     models = {}
     for name, impl in (("reference", "torchvision"), ("project eager", args.impl)):
         cfg.model.backbone.dyhead.deform_impl = impl
+        cfg.model.backbone.memory_format = "contiguous" if name == "reference" else "auto"
         torch.manual_seed(0)  # same weights for all
         models[name] = instantiate(cfg.model).eval()
     sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
         DetectionCheckpointer(models["project eager"], save_dir=tmp).save("weights")
+        # The project's eager model as Predictor (and so the export) prepares it.
+        fold_frozen_batchnorm(models["project eager"], inplace=True)
         cfg.model.backbone.dyhead.deform_impl = "sampled"
         cfg.train.init_checkpoint = os.path.join(tmp, "weights.pth")
         for deform_op in ("gather", "DeformConv"):
@@ -50,8 +54,10 @@ def deployed_inference(args, device, report) -> None:
             path = export_onnx(cfg, out, deform_op=deform_op, verify=False).path
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
-            # No busy-waiting between ops, like torch under OMP_WAIT_POLICY=PASSIVE.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+                # No busy-waiting between ops, like torch's OpenMP threads under this policy;
+                # otherwise both spin, as they do by default.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sessions[f"onnxruntime ({deform_op})"] = ort.InferenceSession(
                 path, options, providers=["CPUExecutionProvider"]
             )

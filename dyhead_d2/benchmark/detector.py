@@ -18,7 +18,8 @@ DETECTOR_CONFIG = "COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
 
 
 def detector_builder(offset_mode: str = "official"):
-    """``builder(deform_impl) -> (model, make_inputs)`` for the authors' ATSS + DyHead R-50."""
+    """``builder(deform_impl, memory_format="auto") -> (model, make_inputs)`` for the authors'
+    ATSS + DyHead R-50 (``memory_format``: ``DyHeadBackbone``'s)."""
     from detectron2.config import instantiate
     from detectron2.structures import Boxes, Instances
 
@@ -41,8 +42,9 @@ def detector_builder(offset_mode: str = "official"):
             inputs.append({"image": image, "instances": inst})
         return inputs
 
-    def build(deform_impl):
+    def build(deform_impl, memory_format="auto"):
         cfg.model.backbone.dyhead.deform_impl = deform_impl
+        cfg.model.backbone.memory_format = memory_format
         torch.manual_seed(0)  # same weights for both
         return instantiate(cfg.model), make_inputs
 
@@ -50,11 +52,22 @@ def detector_builder(offset_mode: str = "official"):
 
 
 def detector_inference(builder, args, device, report) -> None:
-    """(c) one image (800x1216 by default) through the full detector, reference vs project."""
+    """(c) one image (800x1216 by default) through the full detector, reference vs project.
+
+    The project's model is prepared as :class:`~dyhead_d2.Predictor` prepares it (frozen
+    BatchNorm folded) and runs with the config's ``memory_format`` ("auto": channels-last on
+    the CPU); the reference is the authors' model as written (contiguous memory, unfolded).
+    """
+    from dyhead_d2.modeling import fold_frozen_batchnorm
+
     runs, features = {}, {}
     for name, impl in (("reference", "torchvision"), ("project", args.impl)):
-        model, make_inputs = builder(impl)
-        model.to(device).eval()
+        if name == "reference":
+            model, make_inputs = builder(impl, memory_format="contiguous")
+            model.to(device).eval()
+        else:
+            model, make_inputs = builder(impl)
+            model = fold_frozen_batchnorm(model.to(device).eval(), inplace=True)
         size = parse_size(args.detector_size)
         inputs = [{"image": x["image"].to(device)} for x in make_inputs(1, size)]
         with torch.no_grad(), autocast_ctx(args, device):
@@ -80,7 +93,7 @@ def training_step(builder, args, device, report) -> None:
 
     runs, losses, grads = {}, {}, {}
     for name, impl in (("reference", "torchvision"), ("project", args.impl)):
-        model, make_inputs = builder(impl)
+        model, make_inputs = builder(impl, "contiguous" if name == "reference" else "auto")
         model.to(device).train()
         inputs = make_inputs(2, parse_size(args.train_size))
         for x in inputs:

@@ -56,6 +56,7 @@ def make_reporter(header: str, results: list):
                 "cpu_time_ratio": cpu_ratio,
                 "ratio_is": meaning,
                 "max_abs_diff": {w: d for w, (d, _) in diffs.items()},
+                "max_rel_diff": {w: r for w, (_, r) in diffs.items()},
             }
         )
 

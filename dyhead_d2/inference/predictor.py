@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoint.checkpointer import DyHeadCheckpointer
 from ..config import ConfigError, check_checkpoint, dataset_names, load_config, resolve_device
 from ..layers.finite import describe_non_finite
+from ..modeling.fold_batchnorm import fold_frozen_batchnorm
 from .inputs import InputError, read_image
 
 __all__ = ["Predictor"]
@@ -42,6 +43,11 @@ class Predictor:
       :class:`~dyhead_d2.checkpoint.DyHeadCheckpointer`, so released checkpoints work too. They
       must fill the whole model: a checkpoint missing some of its parameters (or with other
       shapes) is a :class:`~dyhead_d2.config.ConfigError`, not a half-random model;
+    * with ``fold_batchnorm`` (default), the frozen BatchNorm layers are then folded into the
+      convolutions before them (:func:`~dyhead_d2.modeling.fold_frozen_batchnorm`): the same
+      outputs up to float rounding, one pass over each activation less. :attr:`model` is the
+      folded model (its state dict is not a checkpoint of the config: train and save from
+      ``instantiate(cfg.model)``);
     * images are resized by ``cfg.dataloader.test.mapper.augmentations`` and are expected in
       ``cfg.dataloader.test.mapper.image_format`` (:attr:`input_format`; the model's
       ``input_format``, else "BGR", for a config without a test loader);
@@ -58,6 +64,7 @@ class Predictor:
         cfg: a LazyConfig file or a loaded config.
         weights: checkpoint to load (default ``cfg.train.init_checkpoint``).
         device: where to run (default ``cfg.train.device``).
+        fold_batchnorm: fold the frozen BatchNorm layers into the convolutions (see above).
         overrides: config values to set, by dotted key (``**{"model.test_score_thresh": 0.3}``)
             or with ``__`` for the dots (``model__test_score_thresh=0.3``).
     """
@@ -67,6 +74,7 @@ class Predictor:
         cfg: DictConfig | str | os.PathLike,
         weights: str | None = None,
         device: str | None = None,
+        fold_batchnorm: bool = True,
         **overrides,
     ):
         cfg = _with_overrides(cfg, overrides)
@@ -87,6 +95,8 @@ class Predictor:
         self.model.to(self.device).eval()
         self.weights = weights
         _load_all_weights(self.model, weights)
+        if fold_batchnorm:
+            fold_frozen_batchnorm(self.model, inplace=True)
 
         augmentations = _select(cfg, "dataloader.test.mapper.augmentations", default=[])
         self.augmentations = T.AugmentationList(list(instantiate(augmentations)))

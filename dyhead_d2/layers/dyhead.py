@@ -91,8 +91,11 @@ class ScaleAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, 1, 1, 1)."""
+        # The 1x1 convolution of the pooled (N, C, 1, 1) map is computed as the matrix product it
+        # is (same weight and bias): a convolution call costs more than the product here.
         # F.hardsigmoid is ReLU6(x + 3) / 6, the "h_sigmoid" of both DyHead ports.
-        return F.hardsigmoid(F.relu(self.conv(x.mean(dim=(2, 3), keepdim=True))))
+        logit = F.linear(x.mean(dim=(2, 3)), self.conv.weight.flatten(1), self.conv.bias)
+        return F.hardsigmoid(F.relu(logit)).view(-1, 1, 1, 1)
 
 
 def check_pyramid(features: Sequence[Tensor], channels: int, owner: str = "DyHead") -> None:
@@ -377,10 +380,13 @@ class DyHeadBlock(nn.Module):
             branches.append(
                 F.interpolate(high, size=mid.shape[-2:], mode="bilinear", align_corners=True)
             )
-        fused = branches[0] * self.scale_attn(branches[0])
+        # The mean of the weighted branches, with the 1/n in the (N, 1, 1, 1) weights and each
+        # further branch added by addcmul: one pass over the level per branch.
+        n = len(branches)
+        fused = branches[0] * (self.scale_attn(branches[0]) / n)
         for b in branches[1:]:
-            fused = fused + b * self.scale_attn(b)
-        return self.task_attn(fused / len(branches))
+            fused = torch.addcmul(fused, b, self.scale_attn(b) / n)
+        return self.task_attn(fused)
 
 
 class DyHead(nn.Module):

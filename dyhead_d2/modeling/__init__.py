@@ -6,6 +6,18 @@ require_detectron2("dyhead_d2.modeling")
 
 from .atss import ATSS  # noqa: E402
 from .backbone import DyHeadBackbone  # noqa: E402
+from .fold_batchnorm import (  # noqa: E402
+    fold_frozen_batchnorm,
+    folded_for_inference,
+    has_foldable_batchnorm,
+)
 from .top_block import LastLevelP6P7NoReLU  # noqa: E402
 
-__all__ = ["ATSS", "DyHeadBackbone", "LastLevelP6P7NoReLU"]
+__all__ = [
+    "ATSS",
+    "DyHeadBackbone",
+    "LastLevelP6P7NoReLU",
+    "fold_frozen_batchnorm",
+    "folded_for_inference",
+    "has_foldable_batchnorm",
+]

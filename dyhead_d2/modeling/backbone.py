@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 from torch import Tensor
 
 from ..layers import DyHead
 
-__all__ = ["DyHeadBackbone"]
+__all__ = ["MEMORY_FORMATS", "DyHeadBackbone"]
+
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 
 
 class DyHeadBackbone(Backbone):
@@ -27,6 +30,7 @@ class DyHeadBackbone(Backbone):
         dyhead: DyHead,
         in_features: list[str] | None = None,
         size_divisibility: int | None = None,
+        memory_format: str = "auto",
     ):
         """
         Args:
@@ -36,6 +40,15 @@ class DyHeadBackbone(Backbone):
             size_divisibility: pad images to a multiple of this. Default: the largest stride,
                 as the authors do. MMDetection's "simple" setting pads to 32 only; the coarse
                 levels are then rounded up, which DyHead handles.
+            memory_format: the memory layout ``fpn`` and DyHead run in. ``"channels_last"``
+                converts the images to channels-last (N, H, W, C) memory before ``fpn``;
+                convolutions, norms, pooling and DyHead's sampled path keep that layout.
+                ``"contiguous"`` leaves them (N, C, H, W), as Detectron2 does. ``"auto"``
+                (default) is channels-last for inference (eval mode) on the CPU, where it made
+                the R-50 backbone's convolutions about 1.4x faster, and contiguous in training
+                (its convolution backward was slower channels-last) and on other devices (not
+                measured). The function is the same either way: outputs differ by float rounding
+                only, and they are contiguous (N, C, H, W) in every case.
         """
         super().__init__()
         self.fpn = fpn
@@ -76,6 +89,12 @@ class DyHeadBackbone(Backbone):
             )
         self._size_divisibility = size_divisibility
         self._square_pad = fpn.padding_constraints.get("square_size", 0)
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(
+                f"DyHeadBackbone: unknown memory_format {memory_format!r}; expected one of "
+                f"{', '.join(MEMORY_FORMATS)}"
+            )
+        self.memory_format = memory_format
 
     @property
     def size_divisibility(self) -> int:
@@ -87,6 +106,8 @@ class DyHeadBackbone(Backbone):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """(N, 3, H, W) images with H, W multiples of ``size_divisibility`` -> dict of levels."""
+        if self.runs_channels_last(x):
+            x = x.contiguous(memory_format=torch.channels_last)
         pyramid = self.fpn(x)
         outputs = self.dyhead([pyramid[f] for f in self.in_features])
         # The "sampled" DyHead returns channels-last tensors. Detectron2's heads expect what its
@@ -94,6 +115,15 @@ class DyHeadBackbone(Backbone):
         # head's logits and applies an in-place sigmoid, which on channels-last logits is a view
         # and would overwrite the head's outputs.
         return {f: out.contiguous() for f, out in zip(self.in_features, outputs)}
+
+    def runs_channels_last(self, x: Tensor) -> bool:
+        """Whether :meth:`forward` converts ``x`` to channels-last (see ``memory_format``); never
+        while tracing (e.g. for ONNX export, whose graph has no memory layout)."""
+        if torch.jit.is_tracing() or self.memory_format == "contiguous":
+            return False
+        if self.memory_format == "channels_last":
+            return True
+        return not self.training and x.device.type == "cpu"
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
