@@ -1,4 +1,5 @@
-"""The Detectron2 layer: DyHead backbone wrapper and ATSS meta-architecture (needs detectron2)."""
+"""The Detectron2 layer: DyHead backbone wrapper, ATSS meta-architecture and deformable ResNet
+stages (needs detectron2)."""
 
 from .._detectron2 import require_detectron2
 
@@ -6,6 +7,13 @@ require_detectron2("dyhead_d2.modeling")
 
 from .atss import ATSS  # noqa: E402
 from .backbone import DyHeadBackbone  # noqa: E402
+from .resnet import DeformBottleneckBlock, make_resnet_stages  # noqa: E402
 from .top_block import LastLevelP6P7NoReLU  # noqa: E402
 
-__all__ = ["ATSS", "DyHeadBackbone", "LastLevelP6P7NoReLU"]
+__all__ = [
+    "ATSS",
+    "DeformBottleneckBlock",
+    "DyHeadBackbone",
+    "LastLevelP6P7NoReLU",
+    "make_resnet_stages",
+]
