@@ -608,3 +608,22 @@ def test_detectron2_config_names_a_missing_file():
     load = runpy.run_path(str(CONFIGS / "common" / "detectron2_zoo.py"))["detectron2_config"]
     with pytest.raises(FileNotFoundError, match="'common/models/nope.py' is not at .*model_zoo"):
         load("common/models/nope.py")
+
+
+def test_fcos_reads_the_dyhead_levels():
+    # Detectron2's FCOS takes its anchor points from the backbone's strides and its levels by
+    # name: DyHead's P3-P7 (strides 8-128), so FCOS's size ranges are its paper's (0-64, 64-128,
+    # 128-256, 256-512, 512-inf px).
+    cfg = load_config(
+        str(CONFIGS / "COCO/fcos_dyhead_R_50_caffe_FPN_1x.py"),
+        ["model.backbone.dyhead.num_blocks=1"],
+    )
+    model = instantiate(cfg.model)
+    shapes = model.backbone.output_shape()
+    assert model.head_in_features == ["p3", "p4", "p5", "p6", "p7"] == list(shapes)
+    assert [shapes[f].stride for f in model.head_in_features] == [8, 16, 32, 64, 128]
+    assert list(model.anchor_generator.strides) == [8, 16, 32, 64, 128]
+    # One anchor point per location, a box of the stride's size (what FCOS's ranges are 4x, 8x).
+    cells = [c.tolist() for c in model.anchor_generator.cell_anchors]
+    assert cells == [[[-s / 2, -s / 2, s / 2, s / 2]] for s in (8, 16, 32, 64, 128)]
+    assert model.backbone.size_divisibility == 128
