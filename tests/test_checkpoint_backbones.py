@@ -97,6 +97,54 @@ def test_resnet_of_another_depth_is_refused(tmp_path):
     assert "not filled by the checkpoint: backbone.fpn.bottom_up.res2.0.conv3.weight" in msg
 
 
+@pytest.mark.slow
+def test_torchvision_resnext101_64x4d_fills_the_x101_configs(tmp_path):
+    # torchvision's ResNeXt-101 64x4d (the X-101 configs' init_checkpoint layout) converts onto
+    # both X-101 models: the plain one computes torchvision's network (FrozenBN, stride in the
+    # 3x3, 64 groups); the DCN one takes every weight, its offset convs keep their zero init.
+    torch.manual_seed(4)
+    net = torchvision.models.resnext101_64x4d().eval()
+    r = Randn(4, scale=0.1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(r(*m.running_mean.shape))
+                m.running_var.copy_(1 + r(*m.running_var.shape).abs())
+                m.weight.copy_(1 + r(*m.weight.shape))
+                m.bias.copy_(r(*m.bias.shape))
+    path = tmp_path / "resnext101_64x4d.pth"
+    torch.save(net.state_dict(), path)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))
+        want = {}
+        for name, layer in (("res3", net.layer2), ("res4", net.layer3), ("res5", net.layer4)):
+            want[name] = y = layer(y)
+    one_block = ["model.backbone.dyhead.num_blocks=1"]
+
+    plain = build_config("atss_dyhead_X_101_64x4d_FPN_2x_ms.py", one_block)
+    incompatible = load_file(plain, path)
+    outside = {k for k in plain.state_dict() if not k.startswith(BOTTOM_UP)}
+    assert set(incompatible.missing_keys) == outside
+    assert not incompatible.unexpected_keys and not incompatible.incorrect_shapes
+    with torch.no_grad():
+        ours = plain.backbone.fpn.bottom_up(x)
+    for name, value in want.items():
+        torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=1e-4)
+    del plain
+
+    dcn = build_config("atss_dyhead_X_101_64x4d_DCN_FPN_2x_ms.py", one_block)
+    incompatible = load_file(dcn, path)
+    offsets = {k for k in dcn.state_dict() if ".conv2_offset." in k}
+    assert len(offsets) == 2 * (4 + 23 + 3)
+    assert set(incompatible.missing_keys) == outside | offsets
+    assert not incompatible.unexpected_keys and not incompatible.incorrect_shapes
+    deform = dcn.backbone.fpn.bottom_up.res4[22]
+    assert torch.equal(deform.conv2.weight, net.layer3[22].conv2.weight)
+    assert torch.equal(deform.conv2.norm.running_var, net.layer3[22].bn2.running_var)
+    assert not deform.conv2_offset.weight.any()
+
+
 # ---------------------------------------------------------------------------------------------
 # Official Swin ImageNet weights ({"model": ...}) -> Detectron2's SwinTransformer.
 

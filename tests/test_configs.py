@@ -17,17 +17,22 @@ from detectron2.data.transforms import ResizeShortestEdge  # noqa: E402
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
 from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E402
+from detectron2.modeling.meta_arch.fcos import FCOS  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from dyhead_d2 import DyHeadBlock  # noqa: E402
 from dyhead_d2.config import ConfigError, load_config  # noqa: E402
 from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2  # noqa: E402
 from dyhead_d2.layers import resolve_port  # noqa: E402
-from dyhead_d2.modeling import ATSS, LastLevelP6P7NoReLU  # noqa: E402
+from dyhead_d2.modeling import ATSS, DeformBottleneckBlock, LastLevelP6P7NoReLU  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 R50_MSRA = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+R101_MSRA = "detectron2://ImageNetPretrained/MSRA/R-101.pkl"
+X101_TORCHVISION = "https://download.pytorch.org/models/resnext101_64x4d-173b62eb.pth"
 BGR_CAFFE = ([103.530, 116.280, 123.675], [1.0, 1.0, 1.0], "BGR")
 RGB_IMAGENET = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], "RGB")
 
@@ -164,6 +169,107 @@ PUBLISHED = {
         test_size=800,
         max_size=1333,
     ),
+    # The paper's backbone table (no released configs): the authors' ResNet recipe with their
+    # Swin-T config's 2x multi-scale schedule, SGD's lr scaled to 32 images.
+    "COCO/atss_dyhead_R_101_FPN_2x_ms.py": dict(
+        meta=ATSS,
+        ap=46.5,
+        weights=R101_MSRA,
+        pixel=BGR_CAFFE,
+        port="authors",
+        top_block=LastLevelP6P7,
+        pad=128,
+        pred_kernel=1,
+        anchor_offset=0.5,
+        topk_by="score",
+        batch=32,
+        optimizer="SGD",
+        lr=0.02,
+        wd=1e-4,
+        max_iter=90000,
+        steps=(60000, 80000),
+        warmup=1000,
+        train_sizes=(640, 672, 704, 736, 768, 800),
+        test_size=800,
+        max_size=1333,
+        resnet=dict(depth=101, num_groups=1, width_per_group=64, stride_in_1x1=True),
+        deform=[False, False, False, False],
+        frozen_bn=True,
+        train_step=True,
+    ),
+    "COCO/atss_dyhead_X_101_64x4d_FPN_2x_ms.py": dict(
+        meta=ATSS,
+        ap=47.7,
+        weights=X101_TORCHVISION,
+        pixel=RGB_IMAGENET,
+        port="authors",
+        top_block=LastLevelP6P7,
+        pad=128,
+        pred_kernel=1,
+        anchor_offset=0.5,
+        topk_by="score",
+        batch=32,
+        optimizer="SGD",
+        lr=0.02,
+        wd=1e-4,
+        max_iter=90000,
+        steps=(60000, 80000),
+        warmup=1000,
+        train_sizes=(640, 672, 704, 736, 768, 800),
+        test_size=800,
+        max_size=1333,
+        resnet=dict(depth=101, num_groups=64, width_per_group=4, stride_in_1x1=False),
+        deform=[False, False, False, False],
+        frozen_bn=True,
+        train_step=True,
+    ),
+    "COCO/atss_dyhead_X_101_64x4d_DCN_FPN_2x_ms.py": dict(
+        meta=ATSS,
+        ap=54.0,  # COCO test-dev, multi-scale testing
+        weights=X101_TORCHVISION,
+        pixel=RGB_IMAGENET,
+        port="authors",
+        top_block=LastLevelP6P7,
+        pad=128,
+        pred_kernel=1,
+        anchor_offset=0.5,
+        topk_by="score",
+        batch=32,
+        optimizer="SGD",
+        lr=0.02,
+        wd=1e-4,
+        max_iter=90000,
+        steps=(60000, 80000),
+        warmup=1000,
+        train_sizes=(640, 672, 704, 736, 768, 800),
+        test_size=800,
+        max_size=1333,
+        resnet=dict(depth=101, num_groups=64, width_per_group=4, stride_in_1x1=False),
+        deform=[False, True, True, True],
+        deform_modulated=True,
+        frozen_bn=True,
+        train_step=True,
+    ),
+    "COCO/fcos_dyhead_R_50_caffe_FPN_1x.py": dict(
+        meta=FCOS,
+        ap=None,  # no published FCOS + DyHead model
+        weights=R50_MSRA,
+        pixel=BGR_CAFFE,
+        port="authors",
+        top_block=LastLevelP6P7,
+        pad=128,
+        batch=16,
+        optimizer="SGD",
+        lr=0.01,
+        wd=1e-4,
+        max_iter=90000,
+        steps=(60000, 80000),
+        warmup=1000,
+        train_sizes=(800,),
+        test_size=800,
+        max_size=1333,
+        train_step=True,
+    ),
     "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py": dict(
         meta=GeneralizedRCNN,
         trainable=53_203_592,  # the authors' FREEZE_AT = -1: every parameter trains
@@ -258,7 +364,18 @@ def test_config_states_published_settings(name):
     assert test_resize.max_size == want["max_size"]
     mean, std, fmt = want["pixel"]
     assert list(cfg.model.pixel_mean) == mean and list(cfg.model.pixel_std) == std
-    assert cfg.model.input_format == fmt == cfg.dataloader.train.mapper.image_format
+    # Detectron2's FCOS takes no input_format (its config deletes it): the loader's is the one.
+    assert cfg.model.get("input_format", "BGR") == fmt == cfg.dataloader.train.mapper.image_format
+    # The padding is a stated config value (None: the pyramid's largest stride).
+    assert cfg.model.backbone.size_divisibility in (want["pad"], None)
+    if "resnet" in want:
+        stages = cfg.model.backbone.fpn.bottom_up.stages
+        for key, value in want["resnet"].items():
+            assert stages[key] == value, key
+        assert list(stages.deform_on_per_stage) == want["deform"]
+        if any(want["deform"]):
+            assert stages.deform_modulated == want["deform_modulated"]
+            assert stages.deform_num_groups == 1
     assert cfg.dataloader.evaluator._target_.__name__ == "COCOEvaluator"
     # DyHead: the port's explicit choices (the config's port, resolved as DyHead resolves it).
     dyhead = cfg.model.backbone.dyhead
@@ -320,14 +437,47 @@ def _instantiate_and_run(name):
         assert trainable == sum(p.numel() for p in params) - sum(p.numel() for p in stem_res2)
     if "trainable" in want:
         assert trainable == want["trainable"]
-    if want["weights"] == R50_MSRA:
-        # MSRA caffe weights: every BatchNorm of the ResNet frozen, statistics and affine.
+    if want["weights"] == R50_MSRA or want.get("frozen_bn"):
+        # MSRA caffe weights (and the authors' recipe on others): every BatchNorm of the ResNet
+        # frozen, statistics and affine.
         norms = [m for m in model.backbone.fpn.bottom_up.modules() if "Norm" in type(m).__name__]
         assert norms and all(isinstance(m, FrozenBatchNorm2d) for m in norms)
+    if "deform" in want:
+        bottom_up = model.backbone.fpn.bottom_up
+        stages = (bottom_up.res2, bottom_up.res3, bottom_up.res4, bottom_up.res5)
+        for stage, on in zip(stages, want["deform"]):
+            assert all(isinstance(b, DeformBottleneckBlock) == on for b in stage)
     model.eval()
     with torch.no_grad():
         out = model([{"image": torch.rand(3, 90, 120) * 255, "height": 45, "width": 60}])
     assert out[0]["instances"].image_size == (45, 60)
+    if want.get("train_step"):
+        _training_step(cfg, model)
+
+
+def _training_step(cfg, model):
+    """One step of the config's optimizer on one small image with two boxes: finite losses, and
+    every trainable parameter that received a gradient changed (the deformable offset convs, zero
+    at first, included)."""
+    model.train()
+    instances = Instances((128, 160))
+    instances.gt_boxes = Boxes(torch.tensor([[10.0, 20.0, 70.0, 90.0], [60.0, 30.0, 150.0, 120.0]]))
+    instances.gt_classes = torch.tensor([3, 7])
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    with EventStorage():
+        losses = model([{"image": torch.rand(3, 128, 160) * 255, "instances": instances}])
+    assert losses and all(torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    named = {n: p for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+    before = {n: p.detach().clone() for n, p in named.items()}
+    optimizer.step()
+    assert named
+    unchanged = [n for n, p in named.items() if torch.equal(p.detach(), before[n])]
+    assert not unchanged, unchanged[:5]
+    offsets = [n for n in named if n.endswith("conv2_offset.weight")]
+    deformable = [m for m in model.modules() if isinstance(m, DeformBottleneckBlock)]
+    assert len(offsets) == len(deformable)
 
 
 FAST = sorted(n for n in PUBLISHED if "swin_L" not in n)
@@ -434,13 +584,14 @@ def test_a_port_option_given_on_the_command_line_replaces_the_ports_value():
         instantiate(cfg.model.backbone.dyhead)
 
 
-def test_retinanet_and_faster_rcnn_configs_are_detectron2s_own_models():
+def test_retinanet_faster_rcnn_and_fcos_configs_are_detectron2s_own_models():
     # Detectron2's common/models files, read from the installed package (no pkg_resources), with
     # the DyHead backbone put in (and, for Faster R-CNN, the mask branch taken out).
     zoo = Path(detectron2.__file__).resolve().parent / "model_zoo" / "configs" / "common" / "models"
     for name, theirs, dropped in [
         ("retinanet", "retinanet.py", ()),
         ("faster_rcnn", "mask_rcnn_fpn.py", ("mask_in_features", "mask_pooler", "mask_head")),
+        ("fcos", "fcos.py", ()),
     ]:
         ours = load_config(str(CONFIGS / f"COCO/{name}_dyhead_R_50_caffe_FPN_1x.py")).model
         d2 = LazyConfig.load(str(zoo / theirs)).model
@@ -457,3 +608,22 @@ def test_detectron2_config_names_a_missing_file():
     load = runpy.run_path(str(CONFIGS / "common" / "detectron2_zoo.py"))["detectron2_config"]
     with pytest.raises(FileNotFoundError, match="'common/models/nope.py' is not at .*model_zoo"):
         load("common/models/nope.py")
+
+
+def test_fcos_reads_the_dyhead_levels():
+    # Detectron2's FCOS takes its anchor points from the backbone's strides and its levels by
+    # name: DyHead's P3-P7 (strides 8-128), so FCOS's size ranges are its paper's (0-64, 64-128,
+    # 128-256, 256-512, 512-inf px).
+    cfg = load_config(
+        str(CONFIGS / "COCO/fcos_dyhead_R_50_caffe_FPN_1x.py"),
+        ["model.backbone.dyhead.num_blocks=1"],
+    )
+    model = instantiate(cfg.model)
+    shapes = model.backbone.output_shape()
+    assert model.head_in_features == ["p3", "p4", "p5", "p6", "p7"] == list(shapes)
+    assert [shapes[f].stride for f in model.head_in_features] == [8, 16, 32, 64, 128]
+    assert list(model.anchor_generator.strides) == [8, 16, 32, 64, 128]
+    # One anchor point per location, a box of the stride's size (what FCOS's ranges are 4x, 8x).
+    cells = [c.tolist() for c in model.anchor_generator.cell_anchors]
+    assert cells == [[[-s / 2, -s / 2, s / 2, s / 2]] for s in (8, 16, 32, 64, 128)]
+    assert model.backbone.size_divisibility == 128

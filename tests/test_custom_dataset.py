@@ -353,6 +353,11 @@ CUSTOM = {
         "model.roi_heads",
     ),
     "atss_dyhead_swin_T_FPN_2x_ms.py": ("COCO/atss_dyhead_swin_T_FPN_2x_ms.py", "model"),
+    "atss_dyhead_X_101_64x4d_DCN_FPN_2x_ms.py": (
+        "COCO/atss_dyhead_X_101_64x4d_DCN_FPN_2x_ms.py",
+        "model",
+    ),
+    "fcos_dyhead_R_50_caffe_FPN_1x.py": ("COCO/fcos_dyhead_R_50_caffe_FPN_1x.py", "model"),
     "atss_dyhead_small.py": ("quickstart/atss_dyhead_synthetic.py", "model"),
 }
 

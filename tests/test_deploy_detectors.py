@@ -24,6 +24,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
+from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 
 import dyhead_d2  # noqa: E402
 from dyhead_d2.config import load_config  # noqa: E402
@@ -31,6 +32,7 @@ from dyhead_d2.deploy import OnnxPredictor  # noqa: E402
 from dyhead_d2.deploy.export import ExportedDetector, export_onnx, sample_image  # noqa: E402
 from dyhead_d2.deploy.parity import compare_detections  # noqa: E402
 from dyhead_d2.inference import read_image  # noqa: E402
+from dyhead_d2.modeling import DeformBottleneckBlock  # noqa: E402
 
 from .tiny_quickstart import ROOT, tool_env  # noqa: E402
 from .tool_entry import load_tool  # noqa: E402
@@ -273,17 +275,75 @@ def _lively_faster_rcnn(model) -> None:
     model.roi_heads.box_predictor.cls_score.weight.mul_(8.0)
 
 
+@torch.no_grad()
+def _calibrate_backbone(model, image) -> None:
+    """Give a randomly initialised ResNet + FPN a trained network's scale, in one forward pass
+    on ``image``: every FrozenBatchNorm2d's statistics become those of what it receives (so that
+    it normalises its input), and the FPN's output and P6/P7 convolutions are rescaled to unit
+    spread. With Detectron2's default statistics random weights grow the activations to ~1e4:
+    offsets predicted from them are hundreds of pixels (a deformable backbone would sample only
+    zeros), and the float rounding in which onnxruntime and PyTorch differ moves DyHead's sampling
+    positions visibly (the R-50 FCOS model's P3 differed by ~3e-3, ~1e-4 once calibrated)."""
+
+    def normalise(module, args):
+        # Per-channel means, one variance per layer: a channel that barely varies must not be
+        # multiplied up (by up to 1/sqrt(eps)), rounding noise with it.
+        x = args[0]
+        module.running_mean.copy_(x.mean((0, 2, 3)))
+        module.running_var.fill_(x.var((0, 2, 3)).mean().item())
+
+    def unit(module, args, out):
+        scale = out.std()
+        module.weight.div_(scale)
+        if module.bias is not None:
+            module.bias.div_(scale)
+        return out / scale
+
+    fpn = model.backbone.fpn
+    outputs = [
+        m
+        for name, m in fpn.named_modules()
+        if name.startswith(("fpn_output", "top_block.")) and isinstance(m, torch.nn.Conv2d)
+    ]
+    hooks = [
+        m.register_forward_pre_hook(normalise)
+        for m in fpn.bottom_up.modules()
+        if isinstance(m, FrozenBatchNorm2d)
+    ]
+    hooks += [m.register_forward_hook(unit) for m in outputs]
+    model([{"image": image}])
+    for hook in hooks:
+        hook.remove()
+
+
+def _lively_fcos(model) -> None:
+    """Random FCOS weights that detect: a calibrated backbone, Kaiming-initialised towers (the
+    classification tower feeds the class scores, the box tower the centerness) and a sharper
+    classifier, so that a few hundred locations pass Detectron2's 0.2 threshold on sqrt(class x
+    centerness), fewer than the 1000 per level kept before NMS (where near-equal scores would
+    make the two runs keep different ones)."""
+    _calibrate_backbone(model, sample_image((256, 384), seed=3))
+    for tower in (model.head.cls_subnet, model.head.bbox_subnet):
+        for m in tower:
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight)
+    model.head.cls_score.weight.mul_(2.0)
+    model.head.cls_score.bias.fill_(-6.0)
+
+
 @pytest.mark.parametrize(
     "config, make_lively",
     [
         ("configs/COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py", _lively_retinanet),
         ("configs/COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py", _lively_faster_rcnn),
+        ("configs/COCO/fcos_dyhead_R_50_caffe_FPN_1x.py", _lively_fcos),
     ],
-    ids=["retinanet", "faster_rcnn"],
+    ids=["retinanet", "faster_rcnn", "fcos"],
 )
-def test_retinanet_and_faster_rcnn_parity(tmp_path, config, make_lively):
-    """The other meta-architectures export through the same path (DeformConv) and give PyTorch's
-    detections on an image of another size than the traced one."""
+def test_retinanet_faster_rcnn_and_fcos_parity(tmp_path, config, make_lively):
+    """The other meta-architectures (Detectron2's own) export through the same path
+    (DeformConv) and give PyTorch's detections on an image of another size than the traced
+    one."""
     cfg = load_config(config)
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
@@ -304,4 +364,57 @@ def test_retinanet_and_faster_rcnn_parity(tmp_path, config, make_lively):
     parity = compare_detections(expected, got, max_detections=100, nms_thresh=nms)
     print(f"{type(model).__name__} 384x544 onnxruntime vs PyTorch: {parity}")
     assert len(expected[1]) >= 5
+    assert parity.ok, parity
+
+
+def _lively_dcn_backbone(model, image, seed: int = 0) -> None:
+    """Offsets of about a pixel and masks spread over (0, 1) in every deformable backbone block
+    (their convs start at zero: a plain convolution with a constant mask), a backbone calibrated
+    on ``image`` (see :func:`_calibrate_backbone`; 101 random layers scale another image's
+    activations differently: x12 at res4 for 320x448 against 256x384, enough for offsets of
+    several pixels whose rounding the following 22 deformable blocks amplify) and a classifier
+    whose scores spread. DyHead keeps the authors' initialisation, whose offset convs already
+    give offsets of a fraction of a pixel."""
+    g = torch.Generator().manual_seed(seed)
+    for block in model.modules():
+        if isinstance(block, DeformBottleneckBlock):
+            w, b = block.conv2_offset.weight, block.conv2_offset.bias
+            w.add_(torch.randn(w.shape, generator=g) * 0.03 / w[0].numel() ** 0.5)
+            b[:18].add_(torch.randn(18, generator=g) * 0.3)  # offsets
+            b[18:].add_(torch.randn(9, generator=g) * 1.5)  # mask logits
+    _calibrate_backbone(model, image)
+    # Class logits spread by 2.5 around -8 on this image's pyramid: a few thousand candidates
+    # above the 0.05 threshold, well-spread scores.
+    features = model.backbone(model.preprocess_image([{"image": image}]).tensor)
+    rms = torch.cat([f.flatten() for f in features.values()]).square().mean().sqrt().item()
+    weight = model.head.cls_logits.weight
+    weight.normal_(0.0, 2.5 / (rms * weight[0].numel() ** 0.5), generator=g)
+    model.head.cls_logits.bias.fill_(-8.0)
+
+
+def test_x101_dcn_exports_backbone_deform_convs_and_matches(tmp_path):
+    """The ResNeXt-101 64x4d DCN model: every deformable convolution (the backbone's 30 grouped
+    ones and DyHead's) is an ONNX DeformConv, and onnxruntime gives PyTorch's detections on an
+    image of another size than the traced one."""
+    cfg = load_config("configs/COCO/atss_dyhead_X_101_64x4d_DCN_FPN_2x_ms.py")
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    image = sample_image((320, 448), seed=2)
+    with torch.no_grad():
+        _lively_dcn_backbone(model, image)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("x101_dcn")
+    cfg.train.init_checkpoint = str(tmp_path / "x101_dcn.pth")
+    export = export_onnx(cfg, tmp_path / "model.onnx", sample_size=(256, 320), verify=False)
+    graph = onnx.load(export.path, load_external_data=False).graph
+    deform = [n for n in graph.node if n.op_type == "DeformConv"]
+    groups = [next(a.i for a in n.attribute if a.name == "group") for n in deform]
+    assert groups.count(64) == 4 + 23 + 3
+    assert len(deform) == 30 + 6 * (5 + 4 + 4)  # DyHead: mid on 5 levels, low and high on 4
+    session = ort.InferenceSession(export.path, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = [t.numpy() for t in ExportedDetector(model)(image)]
+    got = session.run(None, {"image": image.numpy()})
+    parity = compare_detections(expected, got, max_detections=100, nms_thresh=0.6)
+    print(f"X-101-64x4d-DCN 320x448 onnxruntime vs PyTorch: {parity}")
+    assert len(expected[1]) >= 10
     assert parity.ok, parity

@@ -34,11 +34,12 @@ SCRIPT = textwrap.dedent(
     handed_non_finite = []
     real_op = dc.deform_conv2d
 
-    def spy(x, offset, weight, bias, stride, padding, mask):
+    def spy(x, offset, weight, bias, stride, padding, dilation, mask):
         handed_non_finite.append(
             not bool(torch.isfinite(offset).all() and torch.isfinite(mask).all())
         )
-        return real_op(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
+        return real_op(x, offset, weight, bias, stride=stride, padding=padding,
+                       dilation=dilation, mask=mask)
 
     dc.deform_conv2d = spy
     g = torch.Generator().manual_seed(0)

@@ -83,6 +83,47 @@ def test_handle_counts_groups_strides_and_plain_deform_convs():
         assert counted["deform_conv2d"] == dcn_flops(4, 6, 5, 4, groups=2, mask=with_mask)
 
 
+def test_deformable_backbone_convs_are_counted(monkeypatch):
+    # A deformable ResNeXt (grouped DCNv2 in res3-res5) under the quickstart's neck: its
+    # deformable convolutions are counted too, by the same formula, with their groups.
+    from detectron2.config import LazyCall as L
+
+    from dyhead_d2.modeling import DeformBottleneckBlock, make_resnet_stages
+
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(QUICKSTART, TINY_TOOLS)
+    cfg.model.backbone.fpn.bottom_up.stem.update(out_channels=16, norm="FrozenBN")
+    cfg.model.backbone.fpn.bottom_up.stages = L(make_resnet_stages)(
+        depth=50,
+        num_groups=4,
+        width_per_group=2,
+        stem_out_channels=16,
+        res2_out_channels=32,
+        stride_in_1x1=False,
+        norm="FrozenBN",
+        deform_on_per_stage=[False, True, True, True],
+        deform_modulated=True,
+    )
+    report = analyze(cfg, SIZE, SIZE)
+    without = analyze(load_config(QUICKSTART, TINY_TOOLS), SIZE, SIZE)
+    model = instantiate(cfg.model)
+    expected = 0
+    blocks = [m for m in model.modules() if isinstance(m, DeformBottleneckBlock)]
+    for block in blocks:
+        conv = block.conv2
+        # Every deformable conv outputs its stage's resolution (stride in the 3x3).
+        size = SIZE // {"res3": 8, "res4": 16, "res5": 32}[_stage_of(model, block)]
+        expected += dcn_flops(conv.in_channels, conv.out_channels, size, size, groups=4)
+    assert len(blocks) == 4 + 6 + 3
+    backbone_dcn = report.by_operator["deform_conv2d"] - without.by_operator["deform_conv2d"]
+    assert backbone_dcn == expected
+
+
+def _stage_of(model, block) -> str:
+    bottom_up = model.backbone.fpn.bottom_up
+    return next(n for n in ("res3", "res4", "res5") if block in list(getattr(bottom_up, n)))
+
+
 def test_parameters_are_the_models(tiny):
     cfg, report = tiny
     model = instantiate(cfg.model)

@@ -69,6 +69,11 @@ def analyze(cfg, height: int, width: int, depth: int = 2) -> Report:
     device = resolve_device(OmegaConf.select(cfg, "train.device", default="auto"))
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device).eval()
+    # Every deformable convolution (DyHead's and a deformable backbone's) as one counted
+    # torchvision::deform_conv2d operator; the implementations compute the same function.
+    for module in model.modules():
+        if isinstance(getattr(module, "deform_impl", None), str):
+            module.deform_impl = "torchvision"
     params = parameter_count(model)
 
     head = getattr(model, "head", None)

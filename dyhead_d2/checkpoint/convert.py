@@ -38,8 +38,9 @@ def convert_checkpoint(
             classes, :func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`.
 
     A detector checkpoint must fill every entry of the model; an ImageNet backbone checkpoint
-    every entry of the model's backbone (Swin's per-output norms excepted, which ImageNet training
-    does not have), the rest being left to the model's initialisation. In both cases every
+    every entry of the model's backbone (Swin's per-output norms and the offset convolutions of
+    deformable ResNet blocks excepted, which ImageNet training does not have), the rest being left
+    to the model's initialisation. In both cases every
     checkpoint entry must be used or dropped for a stated reason and every shape must match.
     An MMDetection file whose DyHead DCNs have biases needs a model built with ``dcn_bias=True``
     (config override ``model.backbone.dyhead.dcn_bias=True``); the error says so.
@@ -79,9 +80,12 @@ def convert_checkpoint(
     if source == "torchvision":
         prefix = find_prefix(model_state, "stem.conv1.weight", "ResNet")
         key_map = torchvision_key_map(prefix)
+        # A deformable block's offset convolution has no ImageNet counterpart: it keeps its zero
+        # initialisation (a plain 3x3 convolution at first), as in Detectron2 and MMDetection.
+        offset_conv = re.compile(re.escape(prefix) + r"res\d\.\d+\.conv2_offset\.(weight|bias)")
 
         def required(key: str) -> bool:
-            return key.startswith(prefix)
+            return key.startswith(prefix) and not offset_conv.fullmatch(key)
 
     elif source == "swin":
         prefix = find_prefix(model_state, "patch_embed.proj.weight", "Swin")

@@ -1,16 +1,21 @@
-"""Modulated deformable convolution (DCNv2) used by DyHead's spatial-aware attention.
+"""Modulated deformable convolution (DCNv2) used by DyHead's spatial-aware attention, and by
+deformable backbones.
 
 The implementation is chosen here (:func:`resolve_deform_impl`). :class:`ModulatedDeformConv`
 runs :func:`modulated_deform_conv` on one input (what :meth:`DyHeadBlock.forward_per_level`
 calls) or, with :meth:`ModulatedDeformConv.forward_levels`, the ``"sampled"`` implementation on
-all levels at once (what :meth:`DyHeadBlock.forward_sampled` calls). Two implementations compute
-the same function:
+all levels at once (what :meth:`DyHeadBlock.forward_sampled` calls). :class:`DeformConv` is the
+general layer of deformable backbones (groups, offset groups, dilation, with or without mask),
+with the parameters of Detectron2's ``DeformConv`` / ``ModulatedDeformConv``. Two
+implementations compute the same function:
 
 * ``"torchvision"``: :func:`torchvision.ops.deform_conv2d`, the authors' algorithm as a compiled
   op. Fast on CUDA, slow on CPU (scalar im2col loop, serial backward).
 * ``"sampled"``: :func:`~dyhead_d2.layers.sampled_deform_conv.sampled_deform_conv`, bilinear
   gathers + matrix multiplies in plain PyTorch; on CPU several times faster than torchvision,
-  forward and backward.
+  forward and backward. Grouped, multi-offset-group or dilated convolutions (deformable ResNeXt
+  backbones) take the same sampling through
+  :func:`~dyhead_d2.layers.grouped_deform_conv.sampled_grouped_deform_conv`.
 * ``"auto"`` (the default everywhere): ``"sampled"`` on CPU, ``"torchvision"`` on every other
   device. The two agree to float rounding (about 1e-6 relative; outputs and all gradients, checked
   by the tests), which is why the default may differ between devices. CUDA keeps torchvision's
@@ -46,6 +51,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from .grouped_deform_conv import sampled_grouped_deform_conv
 from .sampled_deform_conv import (
     FULL_PRECISION,
     sampled_deform_conv,
@@ -54,6 +60,7 @@ from .sampled_deform_conv import (
 
 __all__ = [
     "DEFORM_IMPLS",
+    "DeformConv",
     "ModulatedDeformConv",
     "check_deform_impl",
     "guard_non_finite",
@@ -86,23 +93,33 @@ def resolve_deform_impl(deform_impl: str, device: torch.device) -> str:
 def modulated_deform_conv(
     x: Tensor,
     offset: Tensor,
-    mask: Tensor,
+    mask: Tensor | None,
     weight: Tensor,
     bias: Tensor | None = None,
     stride: int = 1,
     padding: int = 1,
     impl: str = "auto",
+    dilation: int = 1,
 ) -> Tensor:
-    """Modulated deformable convolution with one deformable group.
+    """Deformable convolution (DCNv2, or DCNv1 without a mask), torchvision's function.
+
+    Groups and offset groups follow from the shapes, as in :func:`torchvision.ops.deform_conv2d`:
+    ``groups = C / weight.shape[1]``, ``G = offset.shape[1] / (2 * kh * kw)`` (input channel ``c``
+    is sampled with offset group ``c // (C / G)``). DyHead's convolutions have one of each.
 
     Args:
         x: input features, (N, C, H, W).
-        offset: sampling offsets, (N, 2 * kh * kw, Ho, Wo), pairs (dy, dx) per kernel tap.
-        mask: modulation scalars, already passed through a sigmoid, (N, kh * kw, Ho, Wo).
-        weight: (C_out, C, kh, kw).
+        offset: sampling offsets, (N, 2 * G * kh * kw, Ho, Wo), per offset group the pairs
+            (dy, dx) of each kernel tap.
+        mask: modulation scalars, already passed through a sigmoid, (N, G * kh * kw, Ho, Wo);
+            None for an unmodulated (DCNv1) convolution, which is a mask of ones.
+        weight: (C_out, C / groups, kh, kw).
         bias: (C_out,) or None.
         impl: "auto", "torchvision" or "sampled"; see the module docstring. All give the same
-            result up to float rounding.
+            result up to float rounding. ``"sampled"`` with one group, one offset group and no
+            dilation is :func:`~dyhead_d2.layers.sampled_deform_conv.sampled_deform_conv`; other
+            shapes are :func:`~dyhead_d2.layers.grouped_deform_conv.sampled_grouped_deform_conv`.
+        dilation: of the kernel taps.
     Returns:
         (N, C_out, Ho, Wo), in ``x``'s dtype (channels-last memory for ``"sampled"``); all NaN
         when ``offset`` or ``mask`` holds a NaN or Inf (which never reaches the op).
@@ -112,10 +129,19 @@ def modulated_deform_conv(
     back to ``x``'s dtype; so does ``"sampled"`` for inputs that are neither float32 nor float64.
     """
     impl = resolve_deform_impl(impl, x.device)
+    if mask is None and impl != "torchvision":
+        # The sampled paths always modulate: by one, which leaves every sample as it is.
+        n, two_g_kk, ho, wo = offset.shape
+        mask = offset.new_ones(n, two_g_kk // 2, ho, wo)
     offset, mask, bias = guard_non_finite(offset, mask, bias, weight)
-    op = deform_conv2d if impl == "torchvision" else _sampled
+    if impl == "torchvision":
+        op = deform_conv2d
+    elif _one_group_square(x, offset, weight) and dilation == 1:
+        op = _sampled
+    else:
+        op = _sampled_grouped
     device_type = x.device.type
-    dtypes = {x.dtype, offset.dtype, mask.dtype, weight.dtype}
+    dtypes = {x.dtype, offset.dtype, weight.dtype} | ({mask.dtype} if mask is not None else set())
     upcast = len(dtypes) > 1 or (impl == "sampled" and not dtypes <= set(FULL_PRECISION))
     if torch.is_autocast_enabled(device_type) or upcast:
         with torch.autocast(device_type, enabled=False):
@@ -126,21 +152,25 @@ def modulated_deform_conv(
                 None if bias is None else bias.float(),
                 stride=stride,
                 padding=padding,
-                mask=mask.float(),
+                dilation=dilation,
+                mask=None if mask is None else mask.float(),
             )
         return out.to(x.dtype)
-    return op(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
+    return op(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
 
 
 def guard_non_finite(
-    offset: Tensor, mask: Tensor, bias: Tensor | None, weight: Tensor
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Offsets and masks that are safe to sample with, and a bias that makes every output NaN
-    when they were not finite; no host read (see the module docstring)."""
+    offset: Tensor, mask: Tensor | None, bias: Tensor | None, weight: Tensor
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Offsets and masks (None: no mask) that are safe to sample with, and a bias that makes
+    every output NaN when they were not finite; no host read (see the module docstring)."""
     with torch.no_grad():
-        finite = torch.isfinite(offset).all() & torch.isfinite(mask).all()
+        finite = torch.isfinite(offset).all()
+        if mask is not None:
+            finite = finite & torch.isfinite(mask).all()
     offset = torch.where(finite, offset, offset.new_zeros(()))
-    mask = torch.where(finite, mask, mask.new_zeros(()))
+    if mask is not None:
+        mask = torch.where(finite, mask, mask.new_zeros(()))
     poison = torch.where(finite, 0.0, float("nan")).to(weight.dtype)
     if bias is None:
         bias = poison.expand(weight.shape[0]).contiguous()
@@ -149,9 +179,20 @@ def guard_non_finite(
     return offset, mask, bias
 
 
-def _sampled(x, offset, weight, bias, *, stride, padding, mask):
-    # torchvision's argument order, so both implementations are called the same way.
+def _one_group_square(x: Tensor, offset: Tensor, weight: Tensor) -> bool:
+    """Whether the convolution is what ``sampled_deform_conv`` computes: one group, one offset
+    group, a square kernel."""
+    _, c_per_group, kh, kw = weight.shape
+    return c_per_group == x.shape[1] and kh == kw and offset.shape[1] == 2 * kh * kw
+
+
+def _sampled(x, offset, weight, bias, *, stride, padding, dilation, mask):
+    # torchvision's argument order, so every implementation is called the same way.
     return sampled_deform_conv(x, offset, mask, weight, bias, stride=stride, padding=padding)
+
+
+def _sampled_grouped(x, offset, weight, bias, *, stride, padding, dilation, mask):
+    return sampled_grouped_deform_conv(x, offset, mask, weight, bias, stride, padding, dilation)
 
 
 class ModulatedDeformConv(nn.Module):
@@ -220,5 +261,116 @@ class ModulatedDeformConv(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
+            f"deform_impl={self.deform_impl!r}"
+        )
+
+
+class DeformConv(nn.Module):
+    """A deformable convolution that owns its weight: Detectron2's ``DeformConv``
+    (``modulated=False``) and ``ModulatedDeformConv`` (``modulated=True``), same constructor
+    arguments, parameter names and shapes, computed by :func:`modulated_deform_conv`.
+
+    ``weight`` is (C_out, C_in / groups, k, k), ``bias`` (C_out,) when asked; ``norm`` and
+    ``activation`` are applied after the convolution, as Detectron2's do, so a norm's parameters
+    are ``norm.*`` under this module. The offset (and, modulated, the mask, already through a
+    sigmoid) come from the caller: (N, 2 * G * k * k, Ho, Wo) and (N, G * k * k, Ho, Wo) with
+    G = ``deformable_groups``. Unlike Detectron2's, whose op is a CUDA kernel of its own, this one
+    runs wherever :func:`modulated_deform_conv` does (``deform_impl``: "auto" is the sampled path
+    on CPU and torchvision's op elsewhere).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        deformable_groups: int = 1,
+        bias: bool = False,
+        norm: nn.Module | None = None,
+        activation=None,
+        *,
+        modulated: bool = True,
+        deform_impl: str = "auto",
+    ):
+        super().__init__()
+        for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if channels % groups:
+                raise ValueError(f"DeformConv: {what}={channels} is not divisible by {groups=}")
+        if in_channels % deformable_groups:
+            raise ValueError(
+                f"DeformConv: in_channels={in_channels} is not divisible by "
+                f"deformable_groups={deformable_groups}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        self.deformable_groups = deformable_groups
+        self.modulated = modulated
+        self.deform_impl = check_deform_impl(deform_impl)
+        self.norm = norm
+        self.activation = activation
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size)
+        )
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        # Detectron2's initialisation (its blocks overwrite it with their own).
+        nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
+
+    @property
+    def offset_channels(self) -> int:
+        """Channels of the offset this convolution takes: 2 * G * k * k."""
+        return 2 * self.deformable_groups * self.kernel_size**2
+
+    def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
+        kk = self.kernel_size**2
+        if offset.shape[1] != self.offset_channels:
+            raise ValueError(
+                f"DeformConv: offset has {offset.shape[1]} channels, expected "
+                f"2 * deformable_groups * k * k = {self.offset_channels}"
+            )
+        if self.modulated != (mask is not None):
+            raise ValueError(
+                "DeformConv: a modulated convolution needs a mask, an unmodulated one takes none "
+                f"(modulated={self.modulated}, mask given: {mask is not None})"
+            )
+        if mask is not None and mask.shape[1] != self.deformable_groups * kk:
+            raise ValueError(
+                f"DeformConv: mask has {mask.shape[1]} channels, expected "
+                f"deformable_groups * k * k = {self.deformable_groups * kk}"
+            )
+        x = modulated_deform_conv(
+            x,
+            offset,
+            mask,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            impl=self.deform_impl,
+            dilation=self.dilation,
+        )
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, deformable_groups={self.deformable_groups}, "
+            f"bias={self.bias is not None}, modulated={self.modulated}, "
             f"deform_impl={self.deform_impl!r}"
         )

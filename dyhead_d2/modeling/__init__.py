@@ -1,4 +1,5 @@
-"""The Detectron2 layer: DyHead backbone wrapper and ATSS meta-architecture (needs detectron2)."""
+"""The Detectron2 layer: DyHead backbone wrapper, ATSS meta-architecture and deformable ResNet
+stages (needs detectron2)."""
 
 from .._detectron2 import require_detectron2
 
@@ -11,13 +12,16 @@ from .fold_batchnorm import (  # noqa: E402
     folded_for_inference,
     has_foldable_batchnorm,
 )
+from .resnet import DeformBottleneckBlock, make_resnet_stages  # noqa: E402
 from .top_block import LastLevelP6P7NoReLU  # noqa: E402
 
 __all__ = [
     "ATSS",
+    "DeformBottleneckBlock",
     "DyHeadBackbone",
     "LastLevelP6P7NoReLU",
     "fold_frozen_batchnorm",
     "folded_for_inference",
     "has_foldable_batchnorm",
+    "make_resnet_stages",
 ]

@@ -36,6 +36,11 @@ backbone = L(DyHeadBackbone)(
         zero_init_offset=None,
         init_style=None,
     ),
+    # Images are padded to a multiple of this. None: the largest stride of the pyramid (128 for
+    # P3-P7, 64 for P2-P6), as the authors and MMDetection's reproduction setting pad, so that
+    # every level is exactly half the previous one. MMDetection's simple setting pads to 32
+    # (less padding, the coarse levels rounded up). Each model config states its value.
+    size_divisibility=None,
 )
 
 
