@@ -41,20 +41,22 @@ from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
-from dyhead_d2.engine import (  # noqa: E402
+from dyhead_d2.config import (  # noqa: E402
     ConfigError,
+    check_checkpoint,
+    dataset_names,
+    load_config,
+    resolve_device,
+)
+from dyhead_d2.engine import (  # noqa: E402
     TrainingDiverged,
     add_gradient_clipping,
     apply_schedule_options,
     build_trainer,
-    check_checkpoint,
     check_datasets,
     choose_precision,
-    load_config,
-    resolve_device,
     train_or_explain,
 )
-from dyhead_d2.engine.checks import dataset_names  # noqa: E402
 from dyhead_d2.layers import NonFiniteError  # noqa: E402
 
 logger = logging.getLogger("detectron2")

@@ -23,24 +23,18 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from ._detectron2 import require_detectron2
 
 __all__ = [
-    "REPO_ROOT",
     "ToolError",
     "add_overrides_argument",
     "build_model",
     "make_parser",
-    "repo_path",
     "run",
     "tool_imports",
     "upstream_warnings_silenced",
 ]
-
-# The checkout the package runs from (installed editable): where configs/ is.
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Raised inside fvcore and detectron2 on this torch version, not by this project.
 _UPSTREAM_WARNINGS = (
@@ -52,11 +46,6 @@ _UPSTREAM_WARNINGS = (
 class ToolError(ValueError):
     """A mistake on a tool's command line (a file it cannot read, an option that does not fit);
     :func:`run` prints the message in one line and exits with status 2."""
-
-
-def repo_path(relative: str) -> str:
-    """``relative`` (e.g. ``configs/COCO/...``) inside the checkout, as a string."""
-    return str(REPO_ROOT / relative)
 
 
 @contextmanager
@@ -112,7 +101,7 @@ def run(
         level=logging.WARNING, format=log_format or f"{prog}: %(levelname)s: %(message)s"
     )
     with upstream_warnings_silenced():
-        from .engine.config import ConfigError
+        from .config import ConfigError
     try:
         with upstream_warnings_silenced():
             status = work()
@@ -133,7 +122,7 @@ def build_model(cfg, overrides: list[str] | tuple[str, ...] = (), weights: bool 
     from detectron2.config import instantiate
 
     from .checkpoint import DyHeadCheckpointer
-    from .engine.config import load_config, resolve_device
+    from .config import load_config, resolve_device
 
     if not hasattr(cfg, "model"):
         cfg = load_config(str(cfg), overrides)

@@ -1,22 +1,21 @@
-"""Tiny ATSS + DyHead models built with LazyCall, shared by the Detectron2 tests."""
+"""Tiny ATSS + DyHead models, the shipped model config shrunk, shared by the Detectron2 tests."""
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import torch
 from detectron2.config import LazyCall as L
-from detectron2.config import instantiate
+from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from detectron2.modeling.backbone.swin import SwinTransformer
-from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
-from dyhead_d2.atss import ATSSHead
-from dyhead_d2.layers import DyHead
-from dyhead_d2.modeling import ATSS, DyHeadBackbone
+from dyhead_d2.model_zoo import get_config_file
+from dyhead_d2.modeling import ATSS
 
 WIDTH = 32
 
@@ -104,45 +103,37 @@ def tiny_atss_config(
     offset_mode: str = "official",
     bottom_up: str = "resnet_basic",
 ):
-    """LazyConfig of a tiny ATSS + DyHead; ``instantiate`` it to get the model."""
+    """LazyConfig of a tiny ATSS + DyHead; ``instantiate`` it to get the model.
+
+    The model of ``configs/common/models/atss_dyhead.py`` (its head, anchors, box coding and test
+    settings), shrunk: a tiny bottom-up network, ``WIDTH`` channels, ``num_blocks`` DyHead
+    blocks with the authors' parameters and initialisation (offsets not zeroed, so that they
+    matter), and a per-channel pixel std.
+    """
     make_bottom_up, in_features = BOTTOM_UPS[bottom_up]
-    return L(ATSS)(
-        backbone=L(DyHeadBackbone)(
-            fpn=L(FPN)(
-                bottom_up=make_bottom_up(),
-                in_features=in_features,
-                out_channels=WIDTH,
-                top_block=L(LastLevelP6P7)(in_channels=WIDTH, out_channels=WIDTH, in_feature="p5"),
-            ),
-            dyhead=L(DyHead)(
-                in_channels=WIDTH,
-                out_channels=WIDTH,
-                num_blocks=num_blocks,
-                offset_mode=offset_mode,
-                dcn_bias=True,
-                zero_init_offset=False,
-                init_style="authors",
-            ),
-        ),
-        head=L(ATSSHead)(
-            in_channels=WIDTH,
-            num_classes=num_classes,
-            num_levels=5,
-            num_convs=0,
-            pred_kernel_size=1,
-        ),
-        head_in_features=["p3", "p4", "p5", "p6", "p7"],
-        anchor_generator=L(DefaultAnchorGenerator)(
-            sizes=[[64], [128], [256], [512], [1024]],
-            aspect_ratios=[1.0],
-            strides=[8, 16, 32, 64, 128],
-            offset=0.5,
-        ),
-        box2box_transform=L(Box2BoxTransform)(weights=(10.0, 10.0, 5.0, 5.0)),
-        num_classes=num_classes,
-        pixel_mean=[103.53, 116.28, 123.675],
-        pixel_std=[57.375, 57.12, 58.395],
-    )
+    model = copy.deepcopy(_atss_dyhead_model())
+    fpn = model.backbone.fpn
+    fpn.bottom_up = make_bottom_up()
+    fpn.in_features = in_features
+    fpn.out_channels = WIDTH
+    fpn.top_block.in_channels = fpn.top_block.out_channels = WIDTH
+    dyhead = model.backbone.dyhead
+    dyhead.in_channels = dyhead.out_channels = WIDTH
+    dyhead.num_blocks = num_blocks
+    dyhead.port = None  # the four options below, stated one by one
+    dyhead.offset_mode = offset_mode
+    dyhead.dcn_bias = True
+    dyhead.zero_init_offset = False
+    dyhead.init_style = "authors"
+    model.head.in_channels = WIDTH
+    model.num_classes = num_classes
+    model.pixel_std = [57.375, 57.12, 58.395]
+    return model
+
+
+@functools.cache
+def _atss_dyhead_model():
+    return LazyConfig.load(get_config_file("common/models/atss_dyhead.py")).model
 
 
 def build_tiny_atss(seed: int = 0, **kw) -> ATSS:

@@ -197,7 +197,7 @@ def test_200_boxes():
     assert torch.equal(matched, reference_assign(anchors.float(), per_level, gts.float(), topk=9))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     anchors, per_level = grid_anchors()
     gts = random_boxes(50, seed=4)

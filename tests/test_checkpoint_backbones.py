@@ -22,7 +22,7 @@ from dyhead_d2.checkpoint import (  # noqa: E402
     DyHeadCheckpointer,
     convert_checkpoint,
 )
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .checkpoint_layouts import Randn  # noqa: E402
 from .d2_models import tiny_atss_config  # noqa: E402
@@ -320,7 +320,7 @@ def torchvision_layout(d2_resnet_state: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["train", "eval-only"])
 def test_train_net_converts_init_checkpoint(tmp_path, mode):
-    from .test_train_net import QUICKSTART, TINY, run_train_net
+    from .tiny_quickstart import QUICKSTART, TINY, run_train_net
 
     cfg = load_config(str(CONFIGS.parents[1] / QUICKSTART), TINY)
     torch.manual_seed(0)

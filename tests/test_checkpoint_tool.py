@@ -21,6 +21,7 @@ from dyhead_d2.checkpoint.release_configs import (  # noqa: E402
     default_config,
 )
 from dyhead_d2.cli import build_model  # noqa: E402
+from dyhead_d2.model_zoo import get_config_file  # noqa: E402
 
 from .checkpoint_layouts import Randn, authors_tower_and_head  # noqa: E402
 from .tool_entry import load_tool, tool_path  # noqa: E402
@@ -156,7 +157,8 @@ def keys(*names):
     ],
 )
 def test_default_config_per_released_checkpoint(source, state_dict, config):
-    assert default_config(source, state_dict) == f"configs/COCO/{config}"
+    assert default_config(source, state_dict) == f"COCO/{config}"
+    assert Path(get_config_file(default_config(source, state_dict))).is_file()
     assert (ROOT / "configs" / "COCO" / config).is_file()
 
 

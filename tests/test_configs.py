@@ -20,8 +20,8 @@ from detectron2.modeling.meta_arch import GeneralizedRCNN, RetinaNet  # noqa: E4
 from omegaconf import OmegaConf  # noqa: E402
 
 from dyhead_d2 import DyHeadBlock  # noqa: E402
+from dyhead_d2.config import ConfigError, load_config  # noqa: E402
 from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2  # noqa: E402
-from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 from dyhead_d2.layers import resolve_port  # noqa: E402
 from dyhead_d2.modeling import ATSS, LastLevelP6P7NoReLU  # noqa: E402
 

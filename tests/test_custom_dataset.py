@@ -15,6 +15,7 @@ needs_detectron2()
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
+from dyhead_d2.config import ConfigError, load_config  # noqa: E402
 from dyhead_d2.data import (  # noqa: E402
     DatasetError,
     check_coco_dataset,
@@ -22,7 +23,6 @@ from dyhead_d2.data import (  # noqa: E402
     coco_dataset,
     coco_num_classes,
 )
-from dyhead_d2.engine import ConfigError, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "configs/custom/atss_dyhead_small.py"
@@ -50,16 +50,6 @@ def write_dataset(tmp: Path, name="train", *, categories=None, annotations=None,
     json_file = tmp / f"{name}.json"
     json_file.write_text(json.dumps(data))
     return json_file, folder
-
-
-@pytest.fixture
-def registry():
-    """Forget the datasets a test registers."""
-    before = set(DatasetCatalog.list())
-    yield
-    for name in set(DatasetCatalog.list()) - before:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
 
 
 def test_missing_json_and_folder_name_the_path(tmp_path):
@@ -344,15 +334,6 @@ def test_small_config_single_class_builds_loaders_model_and_evaluator(tmp_path, 
 def test_config_without_the_dataset_keys_says_which(tmp_path):
     with pytest.raises(ConfigError, match="dataset.train_images, dataset.train_json, dataset.val"):
         load_config(str(ROOT / SMALL))
-
-
-@pytest.fixture
-def train_net_module(monkeypatch, registry):
-    monkeypatch.syspath_prepend(str(ROOT))
-    monkeypatch.chdir(ROOT)
-    import train_net
-
-    return train_net
 
 
 @pytest.mark.parametrize("eval_only", [False, True])

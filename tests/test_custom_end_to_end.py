@@ -5,10 +5,7 @@ from a 5-class quickstart checkpoint, then evaluated again with --eval-only."""
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,10 +19,10 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .custom_data import write_custom_split  # noqa: E402
-from .test_train_net import QUICKSTART, ROOT, TINY, _printed_ap  # noqa: E402
+from .tiny_quickstart import QUICKSTART, ROOT, TINY, printed_ap, run_train_net  # noqa: E402
 
 SMALL = "configs/custom/atss_dyhead_small.py"
 EPOCHS = 8
@@ -50,11 +47,9 @@ def add_bad_boxes(json_file):
     json_file.write_text(json.dumps(data))
 
 
-def run_train_net(args, tmp_path, timeout=900):
+def on_both_cores(args, tmp_path):
     """train_net.py as a user runs it, on both cores."""
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="2")
-    cmd = [sys.executable, "train_net.py", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_train_net(args, tmp_path, timeout=900, threads=2)
 
 
 @pytest.mark.slow
@@ -67,7 +62,7 @@ def test_fine_tune_to_own_data_and_evaluate(tmp_path):
 
     # A 5-class quickstart checkpoint, from a tiny training run.
     quick = tmp_path / "quickstart"
-    run = run_train_net(
+    run = on_both_cores(
         ["--config-file", QUICKSTART, *QUICK, "train.max_iter=4", f"train.output_dir={quick}"],
         tmp_path,
     )
@@ -86,7 +81,7 @@ def test_fine_tune_to_own_data_and_evaluate(tmp_path):
         "dataloader.test.num_workers=0",
     ]
     out = tmp_path / "custom"
-    train = run_train_net(
+    train = on_both_cores(
         [
             "--config-file",
             SMALL,
@@ -99,7 +94,7 @@ def test_fine_tune_to_own_data_and_evaluate(tmp_path):
     )
     log = train.stdout + train.stderr
     assert train.returncode == 0, log[-3000:]
-    trained_ap = _printed_ap(log)
+    trained_ap = printed_ap(log)
 
     # Loading: the classifier skipped (one line each), nothing else missing or mismatched.
     skipped = re.findall(r"Not loading (\S+): ATSS classifier", log)
@@ -137,7 +132,7 @@ def test_fine_tune_to_own_data_and_evaluate(tmp_path):
     assert float(trained_ap["AP"]) >= MIN_AP, trained_ap
 
     # --eval-only on the final checkpoint: the same AP, results in the dataset's category ids.
-    evaluate = run_train_net(
+    evaluate = on_both_cores(
         [
             "--config-file",
             SMALL,
@@ -149,7 +144,7 @@ def test_fine_tune_to_own_data_and_evaluate(tmp_path):
         tmp_path,
     )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    assert _printed_ap(evaluate.stdout + evaluate.stderr) == trained_ap
+    assert printed_ap(evaluate.stdout + evaluate.stderr) == trained_ap
     results = json.loads((tmp_path / "eval/inference/coco_instances_results.json").read_text())
     assert results and {r["category_id"] for r in results} <= {7, 42}
     assert "| circle" in evaluate.stdout + evaluate.stderr  # per-class table by name

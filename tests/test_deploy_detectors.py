@@ -7,7 +7,6 @@ export traces a whole detector."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import subprocess
@@ -27,25 +26,18 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 
 import dyhead_d2  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 from dyhead_d2.deploy import OnnxPredictor  # noqa: E402
 from dyhead_d2.deploy.export import ExportedDetector, export_onnx, sample_image  # noqa: E402
 from dyhead_d2.deploy.parity import compare_detections  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
 from dyhead_d2.inference import read_image  # noqa: E402
 
-from .tiny_quickstart import ROOT, tiny_model_fixture, tool_env  # noqa: E402, F401
+from .tiny_quickstart import ROOT, tool_env  # noqa: E402
+from .tool_entry import load_tool  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 R50 = "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def instances_as_arrays(instances):

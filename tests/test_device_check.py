@@ -108,6 +108,27 @@ def test_run_pytest_counts_from_junit(tmp_path):
     assert s.returncode == 1
 
 
+def test_cuda_test_rows_run_the_marked_tests_of_the_given_folder(tmp_path):
+    tests = tmp_path / "my_tests"
+    tests.mkdir()
+    (tests / "test_y.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.cuda\n"
+        "def test_marked(): pass\n"
+        "@pytest.mark.cuda\n"
+        "def test_marked_failing(): assert False\n"
+        "def test_unmarked(): assert False\n"
+    )
+    (row,) = dc.cuda_test_rows(str(tests), timeout=120)
+    assert row.value == 1 and row.note == "of 2: 1 failed, 0 errors, 0 skipped"
+    assert row.setting == f"pytest -m cuda {tests} (exit 1)"
+    # The package does not ship its tests: without a folder the row says they did not run.
+    (row,) = dc.cuda_test_rows(None)
+    assert row.value is None and row.setting == "not run"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        dc.cuda_test_rows(str(tmp_path / "absent"))
+
+
 def test_make_trainer_picks_the_trainer_train_net_builds():
     from detectron2.engine import AMPTrainer, SimpleTrainer
 

@@ -3,7 +3,7 @@
 Every ``python train_net.py ...`` and ``python tools/*.py ...`` command in a fenced ``bash`` block
 must name a script that exists, pass that script's own argparse parser (the parser the script
 builds when it runs, not a copy of its flags), name a ``--config-file`` that exists, and override
-only keys that config has (loaded with :func:`dyhead_d2.engine.load_config`, which rejects unknown
+only keys that config has (loaded with :func:`dyhead_d2.config.load_config`, which rejects unknown
 keys). A renamed flag, config file or config key therefore fails here.
 
 Placeholders the pages mark as such are accepted: ``CFG`` or ``FILE`` as the config file (no key
@@ -148,7 +148,7 @@ def parse(parser: argparse.ArgumentParser, args: tuple[str, ...]):
 
 @cache
 def config_problem(config: str, overrides: tuple[str, ...]) -> str:
-    from dyhead_d2.engine import ConfigError, load_config
+    from dyhead_d2.config import ConfigError, load_config
 
     try:
         load_config(str(ROOT / config), list(overrides))

@@ -7,7 +7,8 @@ from . import needs_detectron2  # noqa: E402
 
 needs_detectron2()
 
-from dyhead_d2.engine import AutocastForward, add_gradient_clipping, resolve_device  # noqa: E402
+from dyhead_d2.config import resolve_device  # noqa: E402
+from dyhead_d2.engine import AutocastForward, add_gradient_clipping  # noqa: E402
 
 
 def test_gradient_clipping_scales_the_global_norm_before_the_step():

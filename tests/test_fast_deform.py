@@ -16,7 +16,7 @@ from dyhead_d2.layers.sampled_deform_conv import (
 )
 
 from . import needs_detectron2
-from .test_dyhead import C, make_block, perturb_block, pyramid
+from .dyhead_inputs import C, make_block, perturb_block, pyramid
 
 TOL = 1e-4
 
@@ -361,7 +361,7 @@ def test_fast_tower_cpu_autocast_bfloat16():
         assert a.dtype == b.dtype and (a.float() - b.float()).abs().max() < 0.05
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("deform_impl", ["sampled", "torchvision"])
 def test_cuda_matches_cpu_reference_and_autocast(deform_impl):
     feats = pyramid(channels=CT)

@@ -194,13 +194,7 @@ def test_class_dependent_keys_of_detectron2_heads():
 
 @pytest.mark.slow  # an R-50 detector and torchvision's ResNet-50
 def test_mmdet_coco_detector_to_other_classes(tmp_path):
-    from .test_checkpoint_detectors import (
-        NUM_CLASSES,
-        build,
-        image,
-        mmdet_checkpoint,
-        torchvision_resnet50,
-    )
+    from .coco_detectors import NUM_CLASSES, build, image, mmdet_checkpoint, torchvision_resnet50
 
     config, small = "atss_dyhead_R_50_caffe_FPN_1x_mmdet.py", ["model.backbone.dyhead.num_blocks=2"]
     reference = build(config, [*small, f"model.num_classes={NUM_CLASSES}"], seed=0)
@@ -242,7 +236,7 @@ def build_rcnn(num_classes, *, masks=True, seed=0, agnostic_masks=False):
 
     from detectron2.config import instantiate
 
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.config import load_config
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(str(root / MASK_QUICKSTART), [f"model.roi_heads.num_classes={num_classes}"])
@@ -351,7 +345,7 @@ def test_class_agnostic_mask_predictor_loads(tmp_path):
 def test_authors_faster_rcnn_to_mask_rcnn_of_other_classes(tmp_path):
     # The authors' released Faster R-CNN layout (converted on load) into the COCO Mask R-CNN
     # config with 3 classes: the R-50, FPN, DyHead, RPN and box head come from the file.
-    from .test_checkpoint_detectors import FASTER_RCNN_HEADS, build, randomise_
+    from .coco_detectors import FASTER_RCNN_HEADS, build, randomise_
 
     small = ["model.backbone.dyhead.num_blocks=1"]
     model = build(

@@ -4,6 +4,7 @@ time is spent only on a script known to run."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,7 +35,8 @@ EXPECTED = [
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "rows.json"
-    gpu_check_main(["--device", "cpu", "--small", "--json", str(out)])
+    tests = str(Path(__file__).resolve().parent)
+    gpu_check_main(["--device", "cpu", "--small", "--tests", tests, "--json", str(out)])
     return json.loads(out.read_text())
 
 

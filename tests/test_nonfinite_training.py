@@ -18,11 +18,11 @@ needs_detectron2()
 from detectron2.config import instantiate  # noqa: E402
 
 from dyhead_d2.checkpoint import DyHeadCheckpointer  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 from dyhead_d2.inference import InputError, Predictor  # noqa: E402
 from dyhead_d2.layers import NonFiniteError  # noqa: E402
 
-from .test_train_net import QUICKSTART, ROOT, TINY  # noqa: E402
+from .tiny_quickstart import QUICKSTART, ROOT, TINY  # noqa: E402
 
 
 class _Tiny(nn.Module):

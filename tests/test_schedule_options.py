@@ -9,7 +9,8 @@ from . import needs_detectron2
 
 needs_detectron2()
 
-from dyhead_d2.engine import ConfigError, apply_schedule_options, load_config  # noqa: E402
+from dyhead_d2.config import ConfigError, load_config  # noqa: E402
+from dyhead_d2.engine import apply_schedule_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 R50 = str(ROOT / "configs/custom/atss_dyhead_R_50_caffe_FPN_1x.py")

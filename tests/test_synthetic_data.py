@@ -7,8 +7,12 @@ object's colour is looked up in the JPEG that was written to disk.
 """
 
 import json
+import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
+import dyhead_d2.data.synthetic as synthetic_module
 from dyhead_d2.data import (
     CATEGORY_NAMES,
     GENERATOR_VERSION,
@@ -25,7 +30,6 @@ from dyhead_d2.data import (
     default_root,
     register_synthetic,
     render_synthetic_image,
-    synthetic,
     synthetic_cache_dir,
 )
 
@@ -121,7 +125,7 @@ SOLIDITY = {
 }
 
 
-def test_build_is_deterministic_cached_and_independent_of_workers(tmp_path, monkeypatch):
+def test_build_is_deterministic_cached_and_independent_of_workers(tmp_path, caplog):
     image_dir_a, json_a = build_synthetic_coco(tmp_path / "a", "val", N, **KW)
     image_dir_b, json_b = build_synthetic_coco(tmp_path / "b", "val", N, num_workers=2, **KW)
     assert json_a.read_bytes() == json_b.read_bytes()
@@ -132,14 +136,16 @@ def test_build_is_deterministic_cached_and_independent_of_workers(tmp_path, monk
     image_dir_c, _ = build_synthetic_coco(tmp_path / "c", "val", 5, **KW)
     assert tree_bytes(image_dir_c) == {name: files[name] for name in sorted(files)[:5]}
 
-    # The second call reuses the cache: nothing is rendered and nothing rewritten.
-    def fail(*args):
-        raise AssertionError("cache was not reused")
-
-    monkeypatch.setattr(synthetic, "_write_image", fail)
+    # The second call reuses the cache: nothing is generated and nothing rewritten.
     mtimes = {p: p.stat().st_mtime_ns for p in [json_a, *image_dir_a.iterdir()]}
-    assert build_synthetic_coco(tmp_path / "a", "val", N, **KW) == (image_dir_a, json_a)
+    entries = sorted(p.name for p in (tmp_path / "a" / "synthetic_shapes").iterdir())
+    with caplog.at_level(logging.DEBUG, logger="dyhead_d2.data.synthetic"):
+        assert build_synthetic_coco(tmp_path / "a", "val", N, **KW) == (image_dir_a, json_a)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cached in" in m for m in messages), messages
+    assert not any("Generating" in m for m in messages), messages
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert sorted(p.name for p in (tmp_path / "a" / "synthetic_shapes").iterdir()) == entries
 
 
 def test_cache_folder_encodes_version_and_parameters(tmp_path):
@@ -316,7 +322,7 @@ def test_cache_without_masks_is_never_used(tmp_path, monkeypatch):
     # What the generator wrote before it wrote masks: version 1, the same folder scheme, the
     # same images and boxes, no segmentation.
     with monkeypatch.context() as m:
-        m.setattr(synthetic, "GENERATOR_VERSION", 1)
+        m.setattr(synthetic_module, "GENERATOR_VERSION", 1)
         old_images, old_json = build_synthetic_coco(tmp_path, "val", 4, **KW)
     coco = json.loads(old_json.read_text())
     for ann in coco["annotations"]:
@@ -336,23 +342,26 @@ def test_cache_without_masks_is_never_used(tmp_path, monkeypatch):
     assert old_json.read_bytes() == old_bytes  # left as it was
 
 
-def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-    write_image = synthetic._write_image
-    calls = []
-
-    def interrupted(job):
-        calls.append(job)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return write_image(job)
-
-    monkeypatch.setattr(synthetic, "_write_image", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        build_synthetic_coco(tmp_path, "val", 6, **KW)
+def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path):
+    # Ctrl-C while the images are being written: the temporary folder goes with the process.
+    code = (
+        "from dyhead_d2.data import build_synthetic_coco\n"
+        f"build_synthetic_coco({str(tmp_path)!r}, 'val', 100000, image_size=64, seed=3)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("synthetic_shapes/.*.tmp-*/images/*.jpg")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "no image written in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in stderr, stderr[-3000:]
     assert list((tmp_path / "synthetic_shapes").iterdir()) == []
 
     # A process killed outright leaves its temporary folder; it is not taken for the cache.
-    monkeypatch.setattr(synthetic, "_write_image", write_image)
     final = synthetic_cache_dir(tmp_path, "val", 6, SyntheticSpec(empty_fraction=0.25), seed=3)
     leftover = final.parent / f".{final.name}.tmp-1-deadbeef"
     (leftover / "images").mkdir(parents=True)

@@ -13,7 +13,7 @@ from torchvision.ops import deform_conv2d  # noqa: E402
 
 from dyhead_d2.analysis.flops import module_flops  # noqa: E402
 from dyhead_d2.analysis.model_report import analyze  # noqa: E402
-from dyhead_d2.engine import load_config  # noqa: E402
+from dyhead_d2.config import load_config  # noqa: E402
 
 from .tiny_quickstart import QUICKSTART, ROOT, TINY_TOOLS  # noqa: E402
 from .tool_entry import load_tool  # noqa: E402
@@ -33,12 +33,6 @@ def tiny(monkeypatch_module):
     cfg = load_config(QUICKSTART, TINY_TOOLS)
     report = analyze(cfg, SIZE, SIZE)
     return load_config(QUICKSTART, TINY_TOOLS), report
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
 
 
 def dcn_flops(c_in, c_out, out_h, out_w, k=3, groups=1, mask=True):

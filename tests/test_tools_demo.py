@@ -16,8 +16,7 @@ needs_detectron2()
 from detectron2.structures import Instances  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .tiny_mask_quickstart import tiny_mask_model_fixture  # noqa: E402, F401
-from .tiny_quickstart import ROOT, tiny_model_fixture, tool_env  # noqa: E402, F401
+from .tiny_quickstart import ROOT, tool_env  # noqa: E402
 from .tool_entry import load_tool, tool_path  # noqa: E402
 
 TOOL = tool_path("demo")

@@ -19,7 +19,6 @@ from torchvision.ops import deform_conv2d  # noqa: E402
 from dyhead_d2 import DyHead  # noqa: E402
 from dyhead_d2.layers.recorder import DyHeadRecorder  # noqa: E402
 
-from .tiny_quickstart import tiny_model_fixture  # noqa: E402, F401
 from .tool_entry import load_tool  # noqa: E402
 
 LEVELS = ("p3", "p4", "p5", "p6", "p7")

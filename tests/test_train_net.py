@@ -1,13 +1,9 @@
 """train_net.py: user mistakes end in one line; training resumes; --eval-only reproduces the AP."""
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,44 +11,7 @@ from . import needs_detectron2  # noqa: E402
 
 needs_detectron2()
 
-from .d2_models import unregister_datasets  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = "configs/quickstart/atss_dyhead_synthetic.py"
-
-# The quickstart shrunk to seconds: 16 training and 8 val images, one DyHead block.
-TINY = [
-    "dataloader.train.dataset.names.num_train=16",
-    "dataloader.train.dataset.names.num_val=8",
-    "dataloader.test.dataset.names.num_train=16",
-    "dataloader.test.dataset.names.num_val=8",
-    "dataloader.train.total_batch_size=2",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
-    "model.backbone.dyhead.num_blocks=1",
-    "train.log_period=1",
-]
-
-
-def run_train_net(args, tmp_path, timeout=600, wait=True):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "train_net.py", *args]
-    if not wait:
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def train_net_module(monkeypatch, tmp_path):
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
-    monkeypatch.syspath_prepend(str(ROOT))
-    monkeypatch.chdir(ROOT)
-    import train_net
-
-    yield train_net
-    unregister_datasets()
+from .tiny_quickstart import QUICKSTART, TINY, printed_ap, run_train_net  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -89,7 +48,7 @@ def train_net_module(monkeypatch, tmp_path):
 def test_preflight_names_the_mistake(args, message, train_net_module):
     from detectron2.engine import default_argument_parser
 
-    from dyhead_d2.engine import ConfigError
+    from dyhead_d2.config import ConfigError
 
     parsed = default_argument_parser().parse_args(args)
     with pytest.raises(ConfigError) as err:
@@ -110,15 +69,6 @@ def _metrics(output_dir):
     return [json.loads(line) for line in lines]
 
 
-def _printed_ap(log):
-    # print_csv_format's copy-paste lines: a header of metric names, then their values.
-    names = re.findall(r"copypaste: (AP,AP50.*)", log)
-    values = re.findall(r"copypaste: ([0-9.,na]+)\n", log)
-    assert names and values, log[-3000:]
-    # Compared as printed ("nan" where a size range has no object).
-    return dict(zip(names[-1].split(","), values[-1].split(",")))
-
-
 @pytest.mark.slow
 def test_eval_only_reproduces_training_ap(tmp_path):
     out_dir = tmp_path / "train"
@@ -128,7 +78,7 @@ def test_eval_only_reproduces_training_ap(tmp_path):
         ["--config-file", QUICKSTART, *common, "train.max_iter=6", precision], tmp_path
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    trained = _printed_ap(run.stdout + run.stderr)
+    trained = printed_ap(run.stdout + run.stderr)
     assert (out_dir / "model_final.pth").is_file()
     # "auto" decides per machine, and one log line says which and why.
     from dyhead_d2.engine import cpu_has_native_bfloat16
@@ -150,7 +100,7 @@ def test_eval_only_reproduces_training_ap(tmp_path):
         tmp_path,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert _printed_ap(evaluated.stdout + evaluated.stderr) == trained
+    assert printed_ap(evaluated.stdout + evaluated.stderr) == trained
     # Not only the summary: every detection is the same.
     detections = [
         json.loads((d / "inference" / "coco_instances_results.json").read_text())

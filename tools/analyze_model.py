@@ -29,7 +29,7 @@ from dyhead_d2 import cli
 
 with cli.tool_imports("tools/analyze_model.py"):
     from dyhead_d2.analysis.model_report import analyze, format_report
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.config import load_config
 
 PROG = "analyze_model.py"
 

@@ -30,8 +30,8 @@ with cli.tool_imports("tools/compare_resize.py"):
     from detectron2.evaluation import inference_on_dataset
     from PIL import Image
 
+    from dyhead_d2.config import load_config
     from dyhead_d2.data.cv2_resize import ResizeShortestEdgeCV2, resize_difference
-    from dyhead_d2.engine import load_config
 
 PROG = "compare_resize.py"
 

@@ -34,6 +34,7 @@ with cli.tool_imports("tools/convert_checkpoint.py"):  # to build the target con
     )
     from dyhead_d2.checkpoint.mmdet import DCN_BIAS_OVERRIDE
     from dyhead_d2.checkpoint.release_configs import dcn_bias_overrides, default_config
+    from dyhead_d2.model_zoo import get_config_file
 
 PROG = "convert_checkpoint.py"
 
@@ -81,7 +82,7 @@ def convert(args: argparse.Namespace) -> int:
             f"{args.input} is not a checkpoint of the authors' or MMDetection's detectors "
             f"(detected: {source}); pass --source"
         )
-    config_file = args.config_file or cli.repo_path(default_config(source, state_dict))
+    config_file = args.config_file or get_config_file(default_config(source, state_dict))
     opts = dcn_bias_overrides(source, state_dict, args.opts)
     if opts != args.opts:
         print(f"the file's DyHead DCNs have biases: building the model with {DCN_BIAS_OVERRIDE}")

@@ -39,7 +39,8 @@ with cli.tool_imports("tools/demo.py"):
     from PIL import Image
     from tqdm import tqdm
 
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.config import load_config
+    from dyhead_d2.deploy.onnx_model import OnnxModel
     from dyhead_d2.inference import (
         DatasetIds,
         InputError,
@@ -51,7 +52,6 @@ with cli.tool_imports("tools/demo.py"):
         read_image,
         write_coco_results,
     )
-    from dyhead_d2.inference.onnx_model import OnnxModel
 
 PROG = "demo.py"
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from dyhead_d2 import cli
 
 with cli.tool_imports("tools/export_model.py"):
+    from dyhead_d2.config import load_config
     from dyhead_d2.deploy.export import DEFORM_OPS, ExportError, describe_onnx, export_onnx
-    from dyhead_d2.engine import load_config
 
 PROG = "export_model.py"
 

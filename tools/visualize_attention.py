@@ -36,7 +36,7 @@ from dyhead_d2 import cli
 
 with cli.tool_imports("tools/visualize_attention.py"):
     from dyhead_d2.analysis.attention import visualize_attention
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.config import load_config
     from dyhead_d2.inference import InputError
 
 PROG = "visualize_attention.py"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.config import ConfigError
+from ..config import ConfigError
 from ..inference import InputError, Predictor, read_image
 from ..layers.recorder import DyHeadRecorder
 from .attention_plots import BRANCHES, plot_dyrelu, plot_offsets, plot_scale

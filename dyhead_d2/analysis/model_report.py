@@ -16,7 +16,7 @@ from detectron2.config import instantiate
 from fvcore.nn import flop_count_table, parameter_count
 from omegaconf import OmegaConf
 
-from ..engine.config import resolve_device
+from ..config import resolve_device
 from ..modeling import ATSS
 from .flops import atss_original_head, detector_flops, module_flops
 

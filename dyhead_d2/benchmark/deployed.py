@@ -8,7 +8,6 @@ import os
 
 import torch
 
-from ..cli import repo_path
 from .detector import DETECTOR_CONFIG
 from .timing import compare
 from .towers import parse_size, repeats_of
@@ -27,12 +26,12 @@ def deployed_inference(args, device, report) -> None:
 
     from dyhead_d2.deploy.export import export_onnx
     from dyhead_d2.deploy.parity import compare_detections
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.model_zoo import get_config
 
     if device.type != "cpu":
         print(f"\n(f) skipped on {device.type}: onnxruntime runs on the CPU here")
         return
-    cfg = load_config(repo_path(DETECTOR_CONFIG))
+    cfg = get_config(DETECTOR_CONFIG)
     cfg.model.backbone.dyhead.offset_mode = args.offset_mode
     size = parse_size(args.detector_size)
     image = torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(0)).float()

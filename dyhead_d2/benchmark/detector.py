@@ -8,13 +8,13 @@ from __future__ import annotations
 import torch
 
 from ..atss.reference import atss_assign_per_box
-from ..cli import repo_path
 from .timing import compare, max_abs_diff
 from .towers import autocast_ctx, parse_size, repeats_of
 
 __all__ = ["DETECTOR_CONFIG", "detector_builder", "detector_inference", "training_step"]
 
-DETECTOR_CONFIG = "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
+# A name of dyhead_d2.model_zoo (the reproduction setting).
+DETECTOR_CONFIG = "COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
 
 
 def detector_builder(offset_mode: str = "official"):
@@ -22,9 +22,9 @@ def detector_builder(offset_mode: str = "official"):
     from detectron2.config import instantiate
     from detectron2.structures import Boxes, Instances
 
-    from dyhead_d2.engine import load_config
+    from dyhead_d2.model_zoo import get_config
 
-    cfg = load_config(repo_path(DETECTOR_CONFIG))
+    cfg = get_config(DETECTOR_CONFIG)
     cfg.model.backbone.dyhead.offset_mode = offset_mode
 
     def make_inputs(batch, size):

@@ -45,7 +45,7 @@ from ..layers.deform_conv import resolve_deform_impl
 from .timing import Measured, measure
 
 __all__ = [
-    "CUDA_TESTS",
+    "CUDA_MARKER",
     "Builder",
     "Measured",
     "Row",
@@ -69,12 +69,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The tests that skip without a GPU: 4 tests, the last one parametrised over two deform_impls.
-CUDA_TESTS = (
-    "tests/test_atss_assign.py::test_cuda_matches_cpu",
-    "tests/test_dyhead.py::test_cuda_float32_and_autocast_float16",
-    "tests/test_fast_deform.py::test_cuda_matches_cpu_reference_and_autocast",
-)
+# The pytest marker of the project's tests that need a CUDA device (they skip without one).
+CUDA_MARKER = "cuda"
 
 
 @dataclass
@@ -134,13 +130,14 @@ class PytestSummary:
     output: str  # the end of pytest's output
 
 
-def run_pytest(node_ids: Iterable[str], root: str, timeout: float = 600.0) -> PytestSummary:
-    """Run pytest on ``node_ids`` in a fresh process (cwd ``root``); counts from its JUnit XML."""
+def run_pytest(args: Iterable[str], root: str, timeout: float = 600.0) -> PytestSummary:
+    """Run pytest with ``args`` (paths, node ids, options) in a fresh process (cwd ``root``);
+    counts from its JUnit XML."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = os.path.join(tmp, "junit.xml")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"]
         proc = subprocess.run(
-            [*cmd, *node_ids], cwd=root, capture_output=True, text=True, timeout=timeout
+            [*cmd, *args], cwd=root, capture_output=True, text=True, timeout=timeout
         )
         output = (proc.stdout + proc.stderr)[-3000:]
         if not os.path.exists(xml):
@@ -155,15 +152,23 @@ def run_pytest(node_ids: Iterable[str], root: str, timeout: float = 600.0) -> Py
     )
 
 
-def cuda_test_rows(root: str, timeout: float = 300.0) -> list[Row]:
-    """The row of :data:`CUDA_TESTS`: passed of collected (all skip without a GPU)."""
-    s = run_pytest(CUDA_TESTS, root, timeout)
+def cuda_test_rows(tests: str | None, timeout: float = 300.0) -> list[Row]:
+    """The row of the tests marked :data:`CUDA_MARKER` under ``tests`` (a checkout's tests
+    folder; the package does not ship its tests): passed of collected (all skip without a GPU).
+    Without ``tests``, a row saying they were not run."""
+    check = "cuda tests"
+    if not tests:
+        return [Row(check, "not run", None, "passed", "all pass", "no tests folder given")]
+    path = os.path.abspath(tests)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"tests folder {tests!r} does not exist")
+    s = run_pytest(["-m", CUDA_MARKER, path], os.path.dirname(path), timeout)
     if s.failed or s.errors or not s.collected:
         logger.warning("device check: the CUDA tests did not all pass:\n%s", s.output)
     return [
         Row(
-            "cuda tests",
-            f"pytest on dyhead_d2.benchmark.device_check.CUDA_TESTS (exit {s.returncode})",
+            check,
+            f"pytest -m {CUDA_MARKER} {tests} (exit {s.returncode})",
             s.passed,
             "passed",
             "all pass",

@@ -15,8 +15,7 @@ import torch
 from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 
-from ..cli import REPO_ROOT, repo_path
-from ..engine.config import load_config
+from ..model_zoo import get_config
 from .detector import DETECTOR_CONFIG, detector_builder, detector_inference
 from .device_check import (
     Row,
@@ -109,6 +108,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     for key, (full, small) in SIZES.items():
         help = f"default {full} ({small} with --small)"
         p.add_argument("--" + key.replace("_", "-"), type=type(full), default=None, help=help)
+    p.add_argument(
+        "--tests",
+        default=None,
+        metavar="PATH",
+        help="the project's tests folder (a checkout's tests/), whose tests marked 'cuda' run "
+        "first; without it the row says they were not run",
+    )
     p.add_argument("--skip-tests", action="store_true", help="do not run the CUDA tests")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     return p
@@ -136,7 +142,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         model.load_state_dict(state)
         return model, make_inputs
 
-    cfg = load_config(repo_path(DETECTOR_CONFIG))
+    cfg = get_config(DETECTOR_CONFIG)
 
     def make_optimizer(model):  # the reproduction config's SGD
         cfg.optimizer.params.model = model
@@ -144,7 +150,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     size = parse_size
     sections = {
-        "cuda tests": lambda: cuda_test_rows(str(REPO_ROOT)),
+        "cuda tests": lambda: cuda_test_rows(args.tests),
         "deform_impl": lambda: deform_impl_rows(args, device, build_trained_like),
         "speed": lambda: speed_rows(
             build_trained_like,
@@ -177,6 +183,11 @@ def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def main(argv: list[str] | None = None, description: str | None = None) -> list[Row]:
-    """Parse ``argv`` (``tools/gpu_check.py``'s command line) and :func:`run` the check."""
-    return run(build_parser(description).parse_args(argv))
+def main(
+    argv: list[str] | None = None, description: str | None = None, tests: str | None = None
+) -> list[Row]:
+    """Parse ``argv`` (``tools/gpu_check.py``'s command line; ``tests`` is the default of its
+    ``--tests``) and :func:`run` the check."""
+    parser = build_parser(description)
+    parser.set_defaults(tests=tests)
+    return run(parser.parse_args(argv))

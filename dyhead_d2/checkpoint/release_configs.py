@@ -1,7 +1,7 @@
 """Which of this project's configs reproduces a released checkpoint, told apart by its keys.
 
 ``tools/convert_checkpoint.py`` converts a file onto :func:`default_config`'s config unless told
-another; the paths are relative to the checkout (``dyhead_d2.cli.repo_path`` resolves them).
+another; the names are :mod:`dyhead_d2.model_zoo`'s (``get_config_file`` finds the file).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ __all__ = ["CONFIGS", "dcn_bias_overrides", "default_config"]
 
 # The config that reproduces each released checkpoint, told apart by its keys.
 CONFIGS = {
-    "authors_atss": "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py",
-    "authors_retinanet": "configs/COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py",
-    "authors_faster_rcnn": "configs/COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py",
-    "authors_swin_t": "configs/COCO/atss_dyhead_swin_T_FPN_2x_ms.py",
-    "mmdet_simple": "configs/COCO/atss_dyhead_R_50_FPN_1x.py",
-    "mmdet_repro": "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x_mmdet.py",
-    "mmdet_swin_l": "configs/COCO/atss_dyhead_swin_L_FPN_2x_ms.py",
+    "authors_atss": "COCO/atss_dyhead_R_50_caffe_FPN_1x.py",
+    "authors_retinanet": "COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py",
+    "authors_faster_rcnn": "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py",
+    "authors_swin_t": "COCO/atss_dyhead_swin_T_FPN_2x_ms.py",
+    "mmdet_simple": "COCO/atss_dyhead_R_50_FPN_1x.py",
+    "mmdet_repro": "COCO/atss_dyhead_R_50_caffe_FPN_1x_mmdet.py",
+    "mmdet_swin_l": "COCO/atss_dyhead_swin_L_FPN_2x_ms.py",
 }
 
 

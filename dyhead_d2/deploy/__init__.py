@@ -4,20 +4,30 @@ onnxruntime, numpy and Pillow: importing it loads neither torch nor detectron2).
 * :class:`OnnxPredictor`, :class:`Detections`: run an exported ``model.onnx`` on images.
 * :func:`export_onnx`, :class:`ExportError`, :func:`describe_onnx`: write a config's model as
   ONNX (``tools/export_model.py``).
+* :class:`OnnxModel`: an exported model behind :class:`~dyhead_d2.inference.Predictor`'s
+  interface (Detectron2 ``Instances`` out; ``tools/demo.py --onnx``).
+
+The last two import torch and detectron2, only when one of their names is used.
 """
 
 from .metadata import METADATA_KEYS, OUTPUT_NAMES
 from .onnx_predictor import Detections, OnnxPredictor
 
-_EXPORT_NAMES = ("ExportError", "ExportedDetector", "describe_onnx", "export_onnx")
+# Names whose modules import torch and detectron2: imported when first used.
+_LAZY = {
+    "ExportError": "export",
+    "ExportedDetector": "export",
+    "describe_onnx": "export",
+    "export_onnx": "export",
+    "OnnxModel": "onnx_model",
+}
 
-__all__ = ["METADATA_KEYS", "OUTPUT_NAMES", "Detections", "OnnxPredictor", *_EXPORT_NAMES]
+__all__ = ["METADATA_KEYS", "OUTPUT_NAMES", "Detections", "OnnxPredictor", *_LAZY]
 
 
 def __getattr__(name: str):
-    # The exporter imports torch and detectron2: only when one of its names is used.
-    if name in _EXPORT_NAMES:
-        from . import export
+    if name in _LAZY:
+        import importlib
 
-        return getattr(export, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,6 @@
-"""Checks run before training starts, so a wrong dataset or checkpoint fails in one clear line
-instead of deep inside a data-loader worker or after the model is built."""
+"""Checks run before training starts, so a wrong dataset fails in one clear line instead of deep
+inside a data-loader worker or after the model is built (the checkpoint's check,
+:func:`dyhead_d2.config.check_checkpoint`, serves inference too)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,14 @@ import logging
 import os
 from collections.abc import Iterable
 
-from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..data.coco_json import DatasetError
-from .config import ConfigError
+from ..config import ConfigError
 
-__all__ = ["check_checkpoint", "check_datasets", "dataset_names"]
+__all__ = ["check_datasets"]
 
 logger = logging.getLogger(__name__)
-
-
-def dataset_names(names) -> list[str]:
-    """The dataset names a config's ``dataset.names`` denotes (a string, a list, or a LazyCall
-    that registers a dataset and returns its name)."""
-    if isinstance(names, DictConfig) and "_target_" in names:
-        try:
-            names = instantiate(names)
-        except DatasetError as e:  # already names the file, key or id at fault
-            raise ConfigError(str(e)) from e
-        except Exception as e:
-            raise ConfigError(
-                f"cannot get dataset names from {OmegaConf.to_yaml(names).strip()!r}: "
-                f"{type(e).__name__}: {e}"
-            ) from e
-    if isinstance(names, ListConfig):
-        names = OmegaConf.to_object(names)
-    if isinstance(names, str):
-        return [names]
-    return [n for item in names for n in dataset_names(item)]
 
 
 def check_datasets(names: Iterable[str]) -> None:
@@ -59,23 +37,3 @@ def check_datasets(names: Iterable[str]) -> None:
                     f"(now {os.environ.get('DETECTRON2_DATASETS', './datasets')!r}); see "
                     "detectron2's datasets/README.md for the expected layout"
                 )
-
-
-def check_checkpoint(path: str) -> str:
-    """Make sure ``path`` can be loaded: a local file, or a URL Detectron2 can fetch (fetched
-    now, into its cache, so the workers find it there). Returns the local path; "" for none."""
-    if not path:
-        return ""
-    if os.path.isfile(path):
-        return path
-    if "://" not in path:
-        raise ConfigError(f"checkpoint {path!r} does not exist (train.init_checkpoint)")
-    try:
-        local = PathManager.get_local_path(path)
-    except Exception as e:
-        raise ConfigError(
-            f"cannot fetch checkpoint {path!r} (train.init_checkpoint): {type(e).__name__}: {e}"
-        ) from e
-    if not os.path.isfile(local):
-        raise ConfigError(f"checkpoint {path!r} resolved to {local!r}, which is not a file")
-    return local

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from ..config import ConfigError
 
 __all__ = ["apply_schedule_options"]
 

@@ -22,8 +22,7 @@ from detectron2.structures import Instances
 from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint.checkpointer import DyHeadCheckpointer
-from ..engine.checks import check_checkpoint, dataset_names
-from ..engine.config import ConfigError, load_config, resolve_device
+from ..config import ConfigError, check_checkpoint, dataset_names, load_config, resolve_device
 from ..layers.finite import describe_non_finite
 from .inputs import InputError, read_image
 
@@ -42,12 +41,12 @@ class Predictor:
     * the weights are ``weights`` (default ``cfg.train.init_checkpoint``), loaded with
       :class:`~dyhead_d2.checkpoint.DyHeadCheckpointer`, so released checkpoints work too. They
       must fill the whole model: a checkpoint missing some of its parameters (or with other
-      shapes) is a :class:`~dyhead_d2.engine.ConfigError`, not a half-random model;
+      shapes) is a :class:`~dyhead_d2.config.ConfigError`, not a half-random model;
     * images are resized by ``cfg.dataloader.test.mapper.augmentations`` and are expected in
       ``cfg.dataloader.test.mapper.image_format`` (:attr:`input_format`; the model's
       ``input_format``, else "BGR", for a config without a test loader);
     * :attr:`metadata` is that of the first dataset of ``cfg.dataloader.test.dataset.names``
-      (resolved as :func:`~dyhead_d2.engine.checks.dataset_names` does, which registers a
+      (resolved as :func:`~dyhead_d2.config.dataset_names` does, which registers a
       dataset a LazyCall names), or empty metadata for a config without one.
 
     Calling it with an image path or an (H, W, 3) uint8 array in BGR order (as OpenCV reads it;

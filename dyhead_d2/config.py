@@ -1,16 +1,28 @@
-"""Loading LazyConfig files and ``key=value`` overrides with errors a user can act on."""
+"""The config layer: loading LazyConfig files and ``key=value`` overrides, and resolving what a
+config points to (device, dataset names, checkpoint), with errors a user can act on.
+
+Training, inference, export, analysis and the tools all read configs through here; it imports no
+trainer piece (``detectron2.engine``, :mod:`dyhead_d2.engine`).
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
 
-import torch
-from detectron2.config import LazyConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from ._detectron2 import require_detectron2
 
-__all__ = ["ConfigError", "load_config", "resolve_device"]
+require_detectron2("dyhead_d2.config")
+
+import torch  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.utils.file_io import PathManager  # noqa: E402
+from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
+from omegaconf.errors import MissingMandatoryValue  # noqa: E402
+
+from .data.coco_json import DatasetError  # noqa: E402
+
+__all__ = ["ConfigError", "check_checkpoint", "dataset_names", "load_config", "resolve_device"]
 
 _ABSENT = object()
 
@@ -127,3 +139,43 @@ def resolve_device(device: str | None) -> str:
             f"train.device={device!r} but no CUDA device is available; use train.device=auto or cpu"
         )
     return str(device)
+
+
+def dataset_names(names) -> list[str]:
+    """The dataset names a config's ``dataset.names`` denotes (a string, a list, or a LazyCall
+    that registers a dataset and returns its name)."""
+    if isinstance(names, DictConfig) and "_target_" in names:
+        try:
+            names = instantiate(names)
+        except DatasetError as e:  # already names the file, key or id at fault
+            raise ConfigError(str(e)) from e
+        except Exception as e:
+            raise ConfigError(
+                f"cannot get dataset names from {OmegaConf.to_yaml(names).strip()!r}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+    if isinstance(names, ListConfig):
+        names = OmegaConf.to_object(names)
+    if isinstance(names, str):
+        return [names]
+    return [n for item in names for n in dataset_names(item)]
+
+
+def check_checkpoint(path: str) -> str:
+    """Make sure ``path`` can be loaded: a local file, or a URL Detectron2 can fetch (fetched
+    now, into its cache, so the workers find it there). Returns the local path; "" for none."""
+    if not path:
+        return ""
+    if os.path.isfile(path):
+        return path
+    if "://" not in path:
+        raise ConfigError(f"checkpoint {path!r} does not exist (train.init_checkpoint)")
+    try:
+        local = PathManager.get_local_path(path)
+    except Exception as e:
+        raise ConfigError(
+            f"cannot fetch checkpoint {path!r} (train.init_checkpoint): {type(e).__name__}: {e}"
+        ) from e
+    if not os.path.isfile(local):
+        raise ConfigError(f"checkpoint {path!r} resolved to {local!r}, which is not a file")
+    return local

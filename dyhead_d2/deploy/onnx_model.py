@@ -2,7 +2,8 @@
 
 ``tools/demo.py --onnx`` runs either kind of model through the same loop: ``model(bgr)`` returns
 Detectron2 :class:`Instances` in the image's pixels, and ``weights``, ``device``, ``dataset_name``
-and ``metadata`` describe it. The detections come from :class:`dyhead_d2.deploy.OnnxPredictor`.
+and ``metadata`` describe it. The detections come from :class:`~dyhead_d2.deploy.OnnxPredictor`;
+this adapter needs torch and detectron2 for the ``Instances``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import torch
 from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 
-from ..deploy import OnnxPredictor
-from .inputs import InputError
+from ..inference.inputs import InputError
+from .onnx_predictor import OnnxPredictor
 
 __all__ = ["OnnxModel"]
 
