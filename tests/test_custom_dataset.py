@@ -29,8 +29,8 @@ SMALL = "configs/custom/atss_dyhead_small.py"
 
 
 def write_dataset(tmp: Path, name="train", *, categories=None, annotations=None, images=None):
-    """Three 40x30 images (ids 11, 12, 13), categories 3 and 42, two boxes on image 11 and none
-    on the others; any part can be replaced."""
+    """Three 40x30 images (ids 11, 12, 13), categories 3 and 42, two boxes (with masks) on image
+    11 and none on the others; any part can be replaced."""
     folder = tmp / name
     folder.mkdir(parents=True, exist_ok=True)
     images = images or [
@@ -42,10 +42,14 @@ def write_dataset(tmp: Path, name="train", *, categories=None, annotations=None,
             Image.new("RGB", (img["width"], img["height"]), (k * 40, 90, 200)).save(path)
     categories = categories or [{"id": 42, "name": "square"}, {"id": 3, "name": "circle"}]
     if annotations is None:
+        # Each with its box as a polygon: the mask configs read these files too.
         annotations = [
             {"id": 501, "image_id": 11, "category_id": 42, "bbox": [1, 2, 10, 8], "area": 80},
             {"id": 502, "image_id": 11, "category_id": 3, "bbox": [20, 5, 6, 6], "area": 36},
         ]
+        for ann in annotations:
+            x, y, w, h = ann["bbox"]
+            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
     data = {"images": images, "annotations": annotations, "categories": categories}
     json_file = tmp / f"{name}.json"
     json_file.write_text(json.dumps(data))
@@ -387,6 +391,10 @@ CUSTOM = {
         "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py",
         "model.roi_heads",
     ),
+    "mask_rcnn_dyhead_R_50_caffe_FPN_1x.py": (
+        "COCO/mask_rcnn_dyhead_R_50_caffe_FPN_1x.py",
+        "model.roi_heads",
+    ),
     "atss_dyhead_swin_T_FPN_2x_ms.py": ("COCO/atss_dyhead_swin_T_FPN_2x_ms.py", "model"),
     "atss_dyhead_small.py": ("quickstart/atss_dyhead_synthetic.py", "model"),
 }
@@ -427,3 +435,33 @@ def test_faster_rcnn_predictor_has_the_dataset_classes(tmp_path, registry):
     )
     predictor = instantiate(cfg.model).roi_heads.box_predictor
     assert predictor.cls_score.out_features == 3 and predictor.bbox_pred.out_features == 8
+
+
+def test_mask_rcnn_predictors_have_the_dataset_classes_and_masks_are_required(tmp_path, registry):
+    anns = [
+        {
+            "id": 501,
+            "image_id": 11,
+            "category_id": 42,
+            "bbox": [1, 2, 10, 8],
+            "area": 80,
+            "segmentation": [[1, 2, 11, 2, 11, 10, 1, 10]],
+        }
+    ]
+    data = overrides(
+        *write_dataset(tmp_path, "train", annotations=anns),
+        *write_dataset(tmp_path, "val", annotations=anns),
+    )
+    cfg = load_config(
+        str(ROOT / "configs/custom/mask_rcnn_dyhead_R_50_caffe_FPN_1x.py"),
+        [*data, "model.backbone.dyhead.num_blocks=1"],
+    )
+    heads = instantiate(cfg.model).roi_heads
+    assert heads.box_predictor.cls_score.out_features == 3
+    assert heads.mask_head.predictor.out_channels == 2  # one mask per class
+    # Polygons and RLE both: Detectron2's bitmask format; the splits must have masks.
+    assert cfg.dataloader.train.mapper.instance_mask_format == "bitmask"
+    assert cfg.dataloader.train.mapper.use_instance_mask is True
+    assert cfg.dataloader.train.dataset.names.need_masks is True
+    assert cfg.dataloader.test.dataset.names.need_masks is True
+    assert instantiate(cfg.dataloader.test.dataset.names).startswith("custom_val_")
