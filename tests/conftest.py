@@ -38,6 +38,17 @@ def tiny_model(tmp_path_factory):
     yield from make_tiny_model(tmp_path_factory.mktemp("tiny_quickstart"))
 
 
+@pytest.fixture(scope="module")
+def tiny_mask_model(tmp_path_factory):
+    """The mask quickstart model (Mask R-CNN + DyHead) shrunk like ``tiny_model``, with random
+    weights that detect (``tests.tiny_quickstart.make_rcnn_lively``) and a checkpoint."""
+    needs_detectron2()
+    from .tiny_quickstart import MASK_QUICKSTART, make_rcnn_lively, make_tiny_model
+
+    tmp = tmp_path_factory.mktemp("tiny_mask_quickstart")
+    yield from make_tiny_model(tmp, MASK_QUICKSTART, make_rcnn_lively)
+
+
 @pytest.fixture
 def registry():
     """Forget the datasets a test registers with Detectron2 (registration is process-wide and

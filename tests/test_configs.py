@@ -290,6 +290,26 @@ PUBLISHED = {
         test_size=800,
         max_size=1333,
     ),
+    "COCO/mask_rcnn_dyhead_R_50_caffe_FPN_1x.py": dict(
+        meta=GeneralizedRCNN,
+        trainable=55_846_872,  # the Faster R-CNN's and Detectron2's mask head (2,643,280)
+        ap=None,  # no port published a Mask R-CNN + DyHead: the authors' Faster R-CNN recipe
+        weights=R50_MSRA,
+        pixel=BGR_CAFFE,
+        port="authors",
+        top_block=LastLevelMaxPool,
+        pad=64,
+        batch=16,
+        optimizer="SGD",
+        lr=0.02,
+        wd=1e-4,
+        max_iter=90000,
+        steps=(60000, 80000),
+        warmup=1000,
+        train_sizes=(800,),
+        test_size=800,
+        max_size=1333,
+    ),
 }
 
 PORTS = {
@@ -312,10 +332,13 @@ def test_every_config_file_is_covered():
     files = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.py")}
     models = {f for f in files if not f.startswith("common/")}
     custom = {f for f in files if f.startswith("custom/")}  # tests/test_custom_dataset.py
-    assert models == set(PUBLISHED) | {"quickstart/atss_dyhead_synthetic.py"} | custom
+    assert models == set(PUBLISHED) | set(QUICKSTARTS) | custom
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED) + ["quickstart/atss_dyhead_synthetic.py"])
+QUICKSTARTS = ["quickstart/atss_dyhead_synthetic.py", "quickstart/mask_rcnn_dyhead_synthetic.py"]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED) + QUICKSTARTS)
 def test_config_values_are_ones_detectron2s_own_tools_accept(name):
     # tools/lazyconfig_train_net.py calls model.to(train.device) and uses AMPTrainer, which
     # asserts CUDA, whenever train.amp.enabled: both must be resolved when the config loads.
@@ -584,7 +607,7 @@ def test_a_port_option_given_on_the_command_line_replaces_the_ports_value():
         instantiate(cfg.model.backbone.dyhead)
 
 
-def test_retinanet_faster_rcnn_and_fcos_configs_are_detectron2s_own_models():
+def test_retinanet_faster_rcnn_mask_rcnn_and_fcos_configs_are_detectron2s_own_models():
     # Detectron2's common/models files, read from the installed package (no pkg_resources), with
     # the DyHead backbone put in (and, for Faster R-CNN, the mask branch taken out).
     zoo = Path(detectron2.__file__).resolve().parent / "model_zoo" / "configs" / "common" / "models"
@@ -592,6 +615,7 @@ def test_retinanet_faster_rcnn_and_fcos_configs_are_detectron2s_own_models():
         ("retinanet", "retinanet.py", ()),
         ("faster_rcnn", "mask_rcnn_fpn.py", ("mask_in_features", "mask_pooler", "mask_head")),
         ("fcos", "fcos.py", ()),
+        ("mask_rcnn", "mask_rcnn_fpn.py", ()),
     ]:
         ours = load_config(str(CONFIGS / f"COCO/{name}_dyhead_R_50_caffe_FPN_1x.py")).model
         d2 = LazyConfig.load(str(zoo / theirs)).model
@@ -627,3 +651,19 @@ def test_fcos_reads_the_dyhead_levels():
     cells = [c.tolist() for c in model.anchor_generator.cell_anchors]
     assert cells == [[[-s / 2, -s / 2, s / 2, s / 2]] for s in (8, 16, 32, 64, 128)]
     assert model.backbone.size_divisibility == 128
+
+
+def test_mask_and_faster_rcnn_configs_differ_by_the_mask_branch_only():
+    # One recipe: the Faster R-CNN config is the Mask R-CNN config without the mask branch and
+    # without masks in the train loader (Detectron2's mask head, polygons from COCO).
+    mask = load_config(str(CONFIGS / "COCO/mask_rcnn_dyhead_R_50_caffe_FPN_1x.py"))
+    faster = load_config(str(CONFIGS / "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py"))
+    assert mask.dataloader.train.mapper.use_instance_mask is True
+    assert mask.dataloader.train.mapper.get("instance_mask_format", "polygon") == "polygon"
+    assert faster.dataloader.train.mapper.use_instance_mask is False
+    assert mask.model.roi_heads.mask_head.conv_dims == [256] * 5
+    for key in ("mask_in_features", "mask_pooler", "mask_head"):
+        mask.model.roi_heads.pop(key)
+    mask.dataloader.train.mapper.use_instance_mask = False
+    for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):
+        assert OmegaConf.to_yaml(mask[key]) == OmegaConf.to_yaml(faster[key]), key

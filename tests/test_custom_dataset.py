@@ -29,8 +29,8 @@ SMALL = "configs/custom/atss_dyhead_small.py"
 
 
 def write_dataset(tmp: Path, name="train", *, categories=None, annotations=None, images=None):
-    """Three 40x30 images (ids 11, 12, 13), categories 3 and 42, two boxes on image 11 and none
-    on the others; any part can be replaced."""
+    """Three 40x30 images (ids 11, 12, 13), categories 3 and 42, two boxes (with masks) on image
+    11 and none on the others; any part can be replaced."""
     folder = tmp / name
     folder.mkdir(parents=True, exist_ok=True)
     images = images or [
@@ -42,10 +42,14 @@ def write_dataset(tmp: Path, name="train", *, categories=None, annotations=None,
             Image.new("RGB", (img["width"], img["height"]), (k * 40, 90, 200)).save(path)
     categories = categories or [{"id": 42, "name": "square"}, {"id": 3, "name": "circle"}]
     if annotations is None:
+        # Each with its box as a polygon: the mask configs read these files too.
         annotations = [
             {"id": 501, "image_id": 11, "category_id": 42, "bbox": [1, 2, 10, 8], "area": 80},
             {"id": 502, "image_id": 11, "category_id": 3, "bbox": [20, 5, 6, 6], "area": 36},
         ]
+        for ann in annotations:
+            x, y, w, h = ann["bbox"]
+            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
     data = {"images": images, "annotations": annotations, "categories": categories}
     json_file = tmp / f"{name}.json"
     json_file.write_text(json.dumps(data))
@@ -176,6 +180,126 @@ def test_an_image_without_a_size_is_named(tmp_path, change, message):
     with pytest.raises(DatasetError) as err:
         check_coco_dataset(json_file, folder)
     assert str(err.value) == f"dataset JSON {str(json_file)!r}: {message}"
+
+
+# Uncompressed RLE of a 40x30 image (write_dataset's size): 100 pixels out, 20 in, the rest out.
+RLE_40x30 = {"size": [30, 40], "counts": [100, 20, 1080]}
+
+
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        ([[1, 2, 10, 2]], r"annotation id 502: polygon 0 has 2 points; a polygon needs at least 3"),
+        (
+            [[1, 2, 10, 2, 10, 9], [1, 2, 3, 4, 5, 6, 7]],
+            r"annotation id 502: polygon 1 has an odd number of coordinates \(7\)",
+        ),
+        ([1, 2, 10, 2, 10, 9], r"annotation id 502: 'segmentation' must be polygons"),
+        (
+            {"size": [3, 4], "counts": [12]},
+            r"annotation id 502: RLE size \[3, 4\] is not its image's \[height, width\] \[30, 40\] "
+            r"\(image id 11\)",
+        ),
+        (
+            {"size": [40, 30], "counts": "PPY8"},
+            r"annotation id 502: RLE size \[40, 30\] is not its image's",
+        ),
+        (
+            {"size": [30, 40], "counts": [100, 20]},
+            r"annotation id 502: RLE counts cover 120 pixels, not height \* width = 1200",
+        ),
+        ([[1, 2, 10, float("nan"), 10, 9]], r"polygon 0 has a coordinate that is not a finite"),
+    ],
+)
+def test_bad_segmentation_names_its_annotation_and_file(tmp_path, segmentation, message):
+    anns = [
+        {"id": 501, "image_id": 11, "category_id": 42, "bbox": [1, 2, 10, 8], "area": 80},
+        {
+            "id": 502,
+            "image_id": 11,
+            "category_id": 3,
+            "bbox": [20, 5, 6, 6],
+            "area": 36,
+            "segmentation": segmentation,
+        },
+    ]
+    json_file, folder = write_dataset(tmp_path, annotations=anns)
+    # Whatever the config: Detectron2's loader would drop a bad polygon's annotation, box and
+    # all, and a mask of another size does not fit its image.
+    for need_masks in (False, True):
+        with pytest.raises(DatasetError, match=message) as err:
+            check_coco_dataset(json_file, folder, role="train", need_masks=need_masks)
+        assert str(err.value).startswith(f"train JSON '{json_file}': ")
+        assert "\n" not in str(err.value)
+
+
+def test_good_segmentations_of_every_kind_pass(tmp_path):
+    anns = [
+        {
+            "id": 501,
+            "image_id": 11,
+            "category_id": 42,
+            "bbox": [1, 2, 10, 8],
+            "area": 80,
+            "segmentation": [[1, 2, 11, 2, 11, 10, 1, 10], [20, 20, 22, 20, 21, 23]],
+        },
+        {
+            "id": 502,
+            "image_id": 11,
+            "category_id": 3,
+            "bbox": [3, 10, 1, 20],
+            "area": 20,
+            "segmentation": RLE_40x30,
+        },
+        {
+            "id": 503,
+            "image_id": 12,
+            "category_id": 3,
+            "bbox": [0, 0, 40, 30],
+            "area": 1200,
+            "iscrowd": 1,
+            # The whole image, as pycocotools encodes it.
+            "segmentation": {"size": [30, 40], "counts": "0`U1"},
+        },
+    ]
+    json_file, folder = write_dataset(tmp_path, annotations=anns)
+    summary = check_coco_dataset(json_file, folder, need_area=True, need_masks=True)
+    assert summary.num_annotations == 3
+
+
+def test_mask_config_needs_a_segmentation_on_every_non_crowd_annotation(tmp_path):
+    anns = [
+        {"id": 501, "image_id": 11, "category_id": 42, "bbox": [1, 2, 10, 8], "area": 80},
+        {"id": 502, "image_id": 11, "category_id": 3, "bbox": [20, 5, 6, 6], "area": 36},
+        {
+            "id": 503,
+            "image_id": 12,
+            "category_id": 3,
+            "bbox": [0, 0, 9, 9],
+            "area": 81,
+            "iscrowd": 1,
+        },
+    ]
+    anns[0]["segmentation"] = [[1, 2, 11, 2, 11, 10]]
+    json_file, folder = write_dataset(tmp_path, annotations=anns)
+    check_coco_dataset(json_file, folder, role="train")  # a box config: boxes are enough
+    with pytest.raises(DatasetError) as err:
+        check_coco_dataset(json_file, folder, role="train", need_masks=True)
+    assert str(err.value) == (
+        f"train JSON '{json_file}': annotation id 502 has no 'segmentation' (polygons or RLE), "
+        "which a mask config needs"
+    )
+    # An empty list is no segmentation (as in Detectron2's loader).
+    anns[1]["segmentation"] = []
+    json_file, folder = write_dataset(tmp_path, annotations=anns)
+    with pytest.raises(DatasetError, match="annotation id 502 has no 'segmentation'"):
+        check_coco_dataset(json_file, folder, role="train", need_masks=True)
+    # Training never reads a crowd region's mask; COCO's segm evaluation reads every one.
+    anns[1]["segmentation"] = [[20, 5, 26, 5, 26, 11]]
+    json_file, folder = write_dataset(tmp_path, annotations=anns)
+    check_coco_dataset(json_file, folder, role="train", need_masks=True)
+    with pytest.raises(DatasetError, match="val JSON .*: crowd annotation id 503 has no 'segm"):
+        check_coco_dataset(json_file, folder, role="val", need_area=True, need_masks=True)
 
 
 def test_val_annotations_need_an_area(tmp_path):
@@ -352,6 +476,10 @@ CUSTOM = {
         "COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py",
         "model.roi_heads",
     ),
+    "mask_rcnn_dyhead_R_50_caffe_FPN_1x.py": (
+        "COCO/mask_rcnn_dyhead_R_50_caffe_FPN_1x.py",
+        "model.roi_heads",
+    ),
     "atss_dyhead_swin_T_FPN_2x_ms.py": ("COCO/atss_dyhead_swin_T_FPN_2x_ms.py", "model"),
     "atss_dyhead_X_101_64x4d_DCN_FPN_2x_ms.py": (
         "COCO/atss_dyhead_X_101_64x4d_DCN_FPN_2x_ms.py",
@@ -397,3 +525,33 @@ def test_faster_rcnn_predictor_has_the_dataset_classes(tmp_path, registry):
     )
     predictor = instantiate(cfg.model).roi_heads.box_predictor
     assert predictor.cls_score.out_features == 3 and predictor.bbox_pred.out_features == 8
+
+
+def test_mask_rcnn_predictors_have_the_dataset_classes_and_masks_are_required(tmp_path, registry):
+    anns = [
+        {
+            "id": 501,
+            "image_id": 11,
+            "category_id": 42,
+            "bbox": [1, 2, 10, 8],
+            "area": 80,
+            "segmentation": [[1, 2, 11, 2, 11, 10, 1, 10]],
+        }
+    ]
+    data = overrides(
+        *write_dataset(tmp_path, "train", annotations=anns),
+        *write_dataset(tmp_path, "val", annotations=anns),
+    )
+    cfg = load_config(
+        str(ROOT / "configs/custom/mask_rcnn_dyhead_R_50_caffe_FPN_1x.py"),
+        [*data, "model.backbone.dyhead.num_blocks=1"],
+    )
+    heads = instantiate(cfg.model).roi_heads
+    assert heads.box_predictor.cls_score.out_features == 3
+    assert heads.mask_head.predictor.out_channels == 2  # one mask per class
+    # Polygons and RLE both: Detectron2's bitmask format; the splits must have masks.
+    assert cfg.dataloader.train.mapper.instance_mask_format == "bitmask"
+    assert cfg.dataloader.train.mapper.use_instance_mask is True
+    assert cfg.dataloader.train.dataset.names.need_masks is True
+    assert cfg.dataloader.test.dataset.names.need_masks is True
+    assert instantiate(cfg.dataloader.test.dataset.names).startswith("custom_val_")

@@ -146,13 +146,66 @@ def test_onnx_predictor_imports_without_torch_or_detectron2():
         "for name in ('torch', 'torchvision', 'detectron2'):\n"
         "    sys.modules[name] = None  # any import of them fails\n"
         "import dyhead_d2\n"
-        "from dyhead_d2.deploy import OnnxPredictor, Detections\n"
+        "from dyhead_d2.deploy import OnnxPredictor, Detections, paste_masks\n"
         "from dyhead_d2.deploy.parity import compare_detections\n"
         "print('imported', OnnxPredictor.__name__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "imported OnnxPredictor" in out.stdout
+
+
+@pytest.mark.parametrize("mask_size", [28, 14])
+def test_paste_masks_is_detectron2s(mask_size):
+    # Against Detectron2's paste_masks_in_image on boxes as a detector gives them: clipped to the
+    # image, fractional, from sub-pixel to larger than the mask grid, at the image's borders.
+    needs_detectron2()
+    from detectron2.layers.mask_ops import paste_masks_in_image
+
+    from dyhead_d2.deploy import paste_masks
+
+    g = np.random.default_rng(mask_size)
+    differing = total = 0
+    for height, width in [(37, 53), (128, 96), (240, 320)]:
+        n = 40
+        # Smooth probabilities (many values near the 0.5 threshold) and random ones.
+        yy, xx = np.mgrid[:mask_size, :mask_size] / (mask_size - 1)
+        centres = g.uniform(0.2, 0.8, (n // 2, 2, 1, 1))
+        smooth = 1 - np.hypot(yy - centres[:, 0], xx - centres[:, 1]) * 1.6
+        masks = np.concatenate([smooth, g.random((n - n // 2, mask_size, mask_size))])
+        masks = masks.astype(np.float32)
+        x0, y0 = g.uniform(-10, width, n), g.uniform(-10, height, n)
+        sizes = np.exp(g.uniform(np.log(0.3), np.log(1.5 * max(height, width)), (2, n)))
+        boxes = np.stack([x0, y0, x0 + sizes[0], y0 + sizes[1]], axis=1).astype(np.float32)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        masks, boxes = masks[keep], boxes[keep]
+        ours = paste_masks(masks, boxes, height, width)
+        theirs = paste_masks_in_image(
+            torch.from_numpy(masks), torch.from_numpy(boxes), (height, width)
+        ).numpy()
+        assert ours.shape == theirs.shape == (len(masks), height, width) and ours.dtype == bool
+        assert theirs.any(axis=(1, 2)).mean() > 0.5 and theirs.sum() > 1000  # not all empty
+        differing += int((ours != theirs).sum())
+        total += ours.size
+    # The same sampling in float32: at most a rounding flip at the threshold, here none.
+    assert differing <= total * 1e-6, (differing, total)
+
+
+def test_paste_masks_edge_cases():
+    from dyhead_d2.deploy import paste_masks
+
+    assert paste_masks(np.zeros((0, 28, 28)), np.zeros((0, 4)), 5, 7).shape == (0, 5, 7)
+    # A mask of ones on a box of whole pixels fills exactly its pixels, nothing around them.
+    out = paste_masks(np.ones((1, 28, 28)), np.array([[2.0, 1.0, 6.0, 4.0]]), 5, 7)
+    want = np.zeros((5, 7), dtype=bool)
+    want[1:4, 2:6] = True
+    np.testing.assert_array_equal(out[0], want)
+    with pytest.raises(ValueError, match=r"square masks"):
+        paste_masks(np.ones((1, 28, 14)), np.zeros((1, 4)), 5, 7)
+    with pytest.raises(ValueError, match=r"\(2, 4\) boxes for 2 masks"):
+        paste_masks(np.ones((2, 28, 28)), np.zeros((1, 4)), 5, 7)
 
 
 def _dets(boxes, scores, classes):

@@ -331,19 +331,27 @@ def _lively_fcos(model) -> None:
     model.head.cls_score.bias.fill_(-6.0)
 
 
+def _lively_mask_rcnn(model) -> None:
+    """As Faster R-CNN's, and mask logits of a few units (masks not decided by rounding)."""
+    _lively_faster_rcnn(model)
+    predictor = model.roi_heads.mask_head.predictor
+    predictor.weight.copy_(torch.randn(predictor.weight.shape) * 0.5)
+
+
 @pytest.mark.parametrize(
     "config, make_lively",
     [
         ("configs/COCO/retinanet_dyhead_R_50_caffe_FPN_1x.py", _lively_retinanet),
         ("configs/COCO/faster_rcnn_dyhead_R_50_caffe_FPN_1x.py", _lively_faster_rcnn),
         ("configs/COCO/fcos_dyhead_R_50_caffe_FPN_1x.py", _lively_fcos),
+        ("configs/COCO/mask_rcnn_dyhead_R_50_caffe_FPN_1x.py", _lively_mask_rcnn),
     ],
-    ids=["retinanet", "faster_rcnn", "fcos"],
+    ids=["retinanet", "faster_rcnn", "fcos", "mask_rcnn"],
 )
-def test_retinanet_faster_rcnn_and_fcos_parity(tmp_path, config, make_lively):
+def test_retinanet_faster_rcnn_fcos_and_mask_rcnn_parity(tmp_path, config, make_lively):
     """The other meta-architectures (Detectron2's own) export through the same path
-    (DeformConv) and give PyTorch's detections on an image of another size than the traced
-    one."""
+    (DeformConv) and give PyTorch's detections (and Mask R-CNN's masks) on an image of another
+    size than the traced one."""
     cfg = load_config(config)
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
@@ -361,10 +369,15 @@ def test_retinanet_faster_rcnn_and_fcos_parity(tmp_path, config, make_lively):
     nms = getattr(model, "test_nms_thresh", None)
     if nms is None:
         nms = model.roi_heads.box_predictor.test_nms_thresh
-    parity = compare_detections(expected, got, max_detections=100, nms_thresh=nms)
+    parity = compare_detections(expected[:3], got[:3], max_detections=100, nms_thresh=nms)
     print(f"{type(model).__name__} 384x544 onnxruntime vs PyTorch: {parity}")
     assert len(expected[1]) >= 5
     assert parity.ok, parity
+    if len(expected) == 4:  # Mask R-CNN: (N, 28, 28) probabilities of the same detections
+        assert got[3].shape[1:] == (28, 28)
+        diff = max(float(np.abs(expected[3][i] - got[3][j]).max()) for i, j in parity.pairs)
+        spread = np.concatenate([m.ravel() for m in expected[3]])
+        assert diff < 1e-3 and spread.std() > 0.05, (diff, spread.std())
 
 
 def _lively_dcn_backbone(model, image, seed: int = 0) -> None:
@@ -418,3 +431,111 @@ def test_x101_dcn_exports_backbone_deform_convs_and_matches(tmp_path):
     print(f"X-101-64x4d-DCN 320x448 onnxruntime vs PyTorch: {parity}")
     assert len(expected[1]) >= 10
     assert parity.ok, parity
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask R-CNN: the mask quickstart shrunk, random weights that detect (tiny_mask_model).
+
+# A score threshold inside the lively model's scores, so that the number of detections varies
+# from image to image (below the 100 cut): the graph's detection count must be dynamic.
+MASK_SCORE_THRESH = "model.roi_heads.box_predictor.test_score_thresh=0.29"
+
+
+@pytest.fixture(scope="module")
+def tiny_mask_onnx(tiny_mask_model, tmp_path_factory):
+    """(model.onnx of the tiny mask model written by tools/export_model.py, its stdout)."""
+    out_dir = tmp_path_factory.mktemp("tiny_mask_onnx")
+    stdout = io.StringIO()
+    args = ["--config-file", tiny_mask_model.config, "--output", str(out_dir)]
+    args += [*tiny_mask_model.overrides, MASK_SCORE_THRESH]
+    args += [f"train.init_checkpoint={tiny_mask_model.checkpoint}"]
+    with contextlib.redirect_stdout(stdout):
+        assert load_tool("export_model").main(args) == 0
+    return out_dir / "model.onnx", stdout.getvalue()
+
+
+def test_mask_export_adds_the_masks_output(tiny_mask_onnx):
+    path, stdout = tiny_mask_onnx
+    assert "masks: float32 (detections, 28, 28)" in stdout
+    assert "boxes: float32 (detections, 4)" in stdout
+    line = next(x for x in stdout.splitlines() if x.startswith("masks: largest probability"))
+    assert float(line.split("difference ")[1].split()[0]) <= 1e-3
+    assert OnnxPredictor(path).has_masks
+
+
+def test_mask_parity_onnx_predictor_against_predictor(tiny_mask_model, tiny_mask_onnx):
+    """Same detections as dyhead_d2.Predictor (the model with detector_postprocess) on the val
+    images and on random images of other sizes, and every pasted mask's IoU with PyTorch's
+    >= 0.99."""
+    import time
+
+    from dyhead_d2.deploy.parity import mask_iou
+
+    onnx_predictor = OnnxPredictor(tiny_mask_onnx[0])
+    overrides = _overrides(tiny_mask_model)
+    overrides["model.roi_heads.box_predictor.test_score_thresh"] = 0.29
+    predictor = dyhead_d2.Predictor(
+        tiny_mask_model.config, str(tiny_mask_model.checkpoint), **overrides
+    )
+    g = np.random.default_rng(0)
+    images = [read_image(str(p), "BGR") for p in tiny_mask_model.val_images]
+    images += [g.integers(0, 256, (*size, 3), dtype=np.uint8) for size in [(150, 230), (257, 190)]]
+    counts, ious, onnx_time = [], [], 0.0
+    for bgr in images:
+        expected = predictor(bgr)
+        start = time.perf_counter()
+        found = onnx_predictor(bgr)
+        onnx_time += time.perf_counter() - start
+        parity = compare_detections(
+            instances_as_arrays(expected),
+            (found.boxes, found.scores, found.classes),
+            max_detections=100,
+            nms_thresh=0.5,
+        )
+        assert parity.ok and parity.matched == len(expected), parity
+        assert found.masks.shape == (len(found), *bgr.shape[:2]) and found.masks.dtype == bool
+        assert found.masks.any(axis=(1, 2)).mean() > 0.5  # masks, not empty pictures
+        first, second = zip(*parity.pairs)
+        iou = mask_iou(expected.pred_masks.numpy()[list(first)], found.masks[list(second)])
+        assert iou.min() >= 0.99, iou.min()
+        counts.append(len(found))
+        ious.extend(iou.tolist())
+    assert len(set(counts)) > 2 and 0 < min(counts) and max(counts) < 100, counts
+    assert sum(ious) / len(ious) > 0.999
+    print(
+        f"mask parity on {len(images)} images: detections {counts}, pasted mask IoU min "
+        f"{min(ious):.4f}; onnxruntime + pasting {onnx_time / len(images) * 1000:.0f} ms/image"
+    )
+
+
+def test_mask_demo_and_predictor_without_torch(tiny_mask_model, tiny_mask_onnx, tmp_path):
+    from pycocotools import mask as mask_util
+
+    path = tiny_mask_model.val_images[2]
+    demo = load_tool("demo")
+    args = ["--onnx", str(tiny_mask_onnx[0]), "--input", str(path), "--output", str(tmp_path)]
+    assert demo.main([*args, "--confidence-threshold", "0.0"]) == 0
+    found = OnnxPredictor(tiny_mask_onnx[0])(str(path))
+    results = json.loads((tmp_path / f"{path.stem}.json").read_text())
+    assert len(results) == len(found) > 0
+    for r, mask in zip(results, found.masks):
+        np.testing.assert_array_equal(mask_util.decode(r["segmentation"]).astype(bool), mask)
+    # The masks are pasted in numpy: a process without torch gets the same ones.
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "for name in ('torch', 'torchvision', 'detectron2'):\n"
+        "    sys.modules[name] = None\n"
+        "from dyhead_d2.deploy import OnnxPredictor\n"
+        f"found = OnnxPredictor({str(tiny_mask_onnx[0])!r})({str(path)!r})\n"
+        f"np.save({str(tmp_path / 'masks.npy')!r}, found.masks)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=tool_env(tiny_mask_model.checkpoint.parent),
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "masks.npy"), found.masks)

@@ -62,3 +62,18 @@ def test_box_is_drawn_where_the_detection_is(use_visualizer, scale):
     assert not changed[s(55) : s(100), s(80) : s(130)].any()
     assert not changed[s(0) : s(15), :].any() and not changed[:, s(0) : s(50)].any()
     assert not changed[s(115) :, :].any()
+
+
+@pytest.mark.parametrize("use_visualizer", PATHS)
+def test_mask_is_filled_where_it_is(use_visualizer):
+    # A mask covering the box's right half, from its top edge to its bottom edge.
+    inst = _one_box()
+    mask = torch.zeros(1, 120, 160, dtype=torch.bool)
+    mask[0, 20:110, 100:140] = True
+    inst.pred_masks = mask
+    image = np.full((120, 160, 3), 128, dtype=np.uint8)
+    meta = {"thing_classes": ["circle", "square"]}
+    out = draw_detections(image, inst, meta, use_visualizer=use_visualizer)
+    changed = np.abs(out.astype(int) - 128).max(axis=2) > 30
+    assert changed[40:100, 105:135].all()  # inside the mask: filled
+    assert not changed[55:100, 65:95].any()  # inside the box, left of the mask: not

@@ -281,3 +281,167 @@ def test_mmdet_coco_detector_to_other_classes(tmp_path):
         "Not loading head.cls_logits.weight",
         "Not loading head.cls_logits.bias",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Faster R-CNN and Mask R-CNN: the small quickstart model, with and without its mask branch.
+
+MASK_QUICKSTART = "configs/quickstart/mask_rcnn_dyhead_synthetic.py"
+BOX_KEYS = (
+    "roi_heads.box_predictor.cls_score.weight",
+    "roi_heads.box_predictor.cls_score.bias",
+    "roi_heads.box_predictor.bbox_pred.weight",
+    "roi_heads.box_predictor.bbox_pred.bias",
+)
+MASK_KEYS = ("roi_heads.mask_head.predictor.weight", "roi_heads.mask_head.predictor.bias")
+
+
+def build_rcnn(num_classes, *, masks=True, seed=0, agnostic_masks=False):
+    """The mask quickstart's model with ``num_classes`` (Faster R-CNN: ``masks=False``;
+    ``agnostic_masks``: one mask for every class, as Detectron2's CLS_AGNOSTIC_MASK)."""
+    from pathlib import Path
+
+    from detectron2.config import instantiate
+
+    from dyhead_d2.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(str(root / MASK_QUICKSTART), [f"model.roi_heads.num_classes={num_classes}"])
+    if agnostic_masks:
+        cfg.model.roi_heads.mask_head.num_classes = 1
+    if not masks:
+        for key in ("mask_in_features", "mask_pooler", "mask_head"):
+            cfg.model.roi_heads.pop(key)
+    torch.manual_seed(seed)
+    model = instantiate(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * (seed + 1))  # nothing equals an initialisation, or another seed's
+    return model
+
+
+def fresh_and_load(model, path, **kw):
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    return fresh, load(model, path, **kw)
+
+
+def assert_loaded(model, fresh, source, kept_fresh):
+    """Every tensor is the checkpoint's, except those ``kept_fresh`` says (a key or a prefix),
+    which are ``fresh``'s: the model as initialised."""
+    for key, value in model.state_dict().items():
+        if key in kept_fresh or key.startswith(tuple(k for k in kept_fresh if k.endswith("."))):
+            assert torch.equal(value, fresh[key]), key
+        else:
+            assert torch.equal(value, source[key]), key
+
+
+def test_mask_rcnn_checkpoint_to_other_classes(tmp_path):
+    source = build_rcnn(5, seed=1)
+    DetectionCheckpointer(source, save_dir=str(tmp_path)).save("five")
+    model = build_rcnn(3, seed=2)
+    fresh, lines = fresh_and_load(model, tmp_path / "five.pth", allow_new_classes=True)
+    assert_loaded(model, fresh, source.state_dict(), set(BOX_KEYS + MASK_KEYS))
+    assert model.roi_heads.mask_head.predictor.weight.shape[0] == 3
+    skipped = skipped_lines(lines)
+    assert [line.split(":")[0] for line in skipped] == [
+        f"Not loading {k}" for k in BOX_KEYS + MASK_KEYS
+    ]
+    assert skipped[4] == (
+        "Not loading roi_heads.mask_head.predictor.weight: Mask R-CNN class-specific mask "
+        "predictor, its size depends on the number of classes: checkpoint (5, 64, 1, 1), model "
+        "(3, 64, 1, 1); it keeps its initialisation from scratch (fine-tuning to another number "
+        "of classes)"
+    )
+    assert "(6, 256), model (4, 256)" in skipped[0]  # 5 classes + background
+    assert "(20, 256), model (12, 256)" in skipped[2]  # class-specific box deltas
+    assert not [line for line in lines if "not found in the checkpoint" in line]
+
+
+def test_faster_rcnn_checkpoint_to_mask_rcnn_of_other_classes(tmp_path):
+    # A box detector (e.g. the authors' Faster R-CNN) fine-tuned to masks: its mask head starts
+    # from scratch, in one line.
+    source = build_rcnn(5, masks=False, seed=1)
+    DetectionCheckpointer(source, save_dir=str(tmp_path)).save("boxes")
+    model = build_rcnn(3, seed=2)
+    fresh, lines = fresh_and_load(model, tmp_path / "boxes.pth", allow_new_classes=True)
+    assert_loaded(model, fresh, source.state_dict(), {*BOX_KEYS, "roi_heads.mask_head."})
+    mask_tensors = [k for k in model.state_dict() if k.startswith("roi_heads.mask_head.")]
+    assert len(mask_tensors) >= 10  # 4 convs with GroupNorm, the deconv, the predictor
+    skipped = skipped_lines(lines)
+    assert [line.split(":")[0] for line in skipped] == [
+        *[f"Not loading {k}" for k in BOX_KEYS],
+        "Not loading roi_heads.mask_head",
+    ]
+    assert skipped[-1] == (
+        f"Not loading roi_heads.mask_head: Mask R-CNN mask head ({len(mask_tensors)} tensors), "
+        "which the checkpoint does not have (a box detector's); it keeps its initialisation "
+        "from scratch"
+    )
+    assert not [line for line in lines if "not found in the checkpoint" in line]
+    # Box to box works as before, and evaluation (no fine-tuning) stays strict.
+    boxes = build_rcnn(3, masks=False, seed=2)
+    fresh, lines = fresh_and_load(boxes, tmp_path / "boxes.pth", allow_new_classes=True)
+    assert_loaded(boxes, fresh, source.state_dict(), set(BOX_KEYS))
+    with pytest.raises(CheckpointConversionError, match="cls_score.weight: checkpoint \\(6"):
+        DyHeadCheckpointer(build_rcnn(3)).load(str(tmp_path / "boxes.pth"))
+
+
+def test_a_partial_mask_head_is_not_a_box_detector(tmp_path):
+    # Only a branch the checkpoint has nothing of may start from scratch.
+    source = build_rcnn(5, seed=1)
+    sd = source.state_dict()
+    del sd["roi_heads.mask_head.mask_fcn1.weight"]
+    torch.save({"model": sd}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointConversionError) as err:
+        load(build_rcnn(3), tmp_path / "partial.pth", allow_new_classes=True)
+    assert err.value.problems == [
+        "model key not filled by the checkpoint: roi_heads.mask_head.mask_fcn1.weight"
+    ]
+
+
+def test_class_agnostic_mask_predictor_loads(tmp_path):
+    source = build_rcnn(5, seed=1, agnostic_masks=True)
+    DetectionCheckpointer(source, save_dir=str(tmp_path)).save("agnostic")
+    model = build_rcnn(3, seed=2, agnostic_masks=True)
+    assert model.roi_heads.mask_head.predictor.weight.shape[0] == 1
+    fresh, lines = fresh_and_load(model, tmp_path / "agnostic.pth", allow_new_classes=True)
+    assert_loaded(model, fresh, source.state_dict(), set(BOX_KEYS))
+    assert len(skipped_lines(lines)) == len(BOX_KEYS)
+
+
+def test_authors_faster_rcnn_to_mask_rcnn_of_other_classes(tmp_path):
+    # The authors' released Faster R-CNN layout (converted on load) into the COCO Mask R-CNN
+    # config with 3 classes: the R-50, FPN, DyHead, RPN and box head come from the file.
+    from .coco_detectors import FASTER_RCNN_HEADS, build, randomise_
+
+    small = ["model.backbone.dyhead.num_blocks=1"]
+    model = build(
+        "mask_rcnn_dyhead_R_50_caffe_FPN_1x.py", [*small, "model.roi_heads.num_classes=3"]
+    )
+    r = Randn(11)
+    sd = randomise_(
+        {"backbone.backbone." + k: v for k, v in model.backbone.fpn.state_dict().items()}, r
+    )
+    tower = authors_tower_and_head(r, 256, 1, 80, 5)
+    sd.update({k: v for k, v in tower.items() if k.startswith("backbone.")})
+    sd.update({k: r(*shape) for k, shape in FASTER_RCNN_HEADS.items()})
+    torch.save({"model": sd}, tmp_path / "authors_rcnn.pth")
+    fresh, lines = fresh_and_load(model, tmp_path / "authors_rcnn.pth", allow_new_classes=True)
+    state = model.state_dict()
+    for key, value in state.items():
+        if key in BOX_KEYS or key.startswith("roi_heads.mask_head."):
+            assert torch.equal(value, fresh[key]), key
+    assert torch.equal(state["roi_heads.box_head.fc1.weight"], sd["roi_heads.box_head.fc1.weight"])
+    assert torch.equal(
+        state["backbone.fpn.bottom_up.res4.2.conv2.weight"],
+        sd["backbone.backbone.bottom_up.res4.2.conv2.weight"],
+    )
+    assert torch.equal(
+        model.backbone.dyhead.blocks[0].conv_mid.conv.weight,
+        sd["backbone.dyhead_tower.0.DyConv.1.conv.weight"],
+    )
+    assert [line.split(":")[0] for line in skipped_lines(lines)] == [
+        *[f"Not loading {k}" for k in BOX_KEYS],
+        "Not loading roi_heads.mask_head",
+    ]
+    assert "checkpoint (81, 1024), model (4, 1024)" in skipped_lines(lines)[0]

@@ -13,6 +13,7 @@ from . import needs_detectron2  # noqa: E402
 
 needs_detectron2()
 
+from detectron2.structures import Instances  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .tiny_quickstart import ROOT, tool_env  # noqa: E402
@@ -101,6 +102,54 @@ def test_json_holds_the_model_detections_in_dataset_ids(demo, tiny_model, tmp_pa
         with Image.open(path) as original:
             # Boxes are drawn: the picture is not the image as it was.
             assert np.abs(pixels.astype(int) - np.asarray(original.convert("RGB"))).max() > 50
+
+
+def test_mask_model_json_has_rle_masks_and_the_picture_shows_them(demo, tiny_mask_model, tmp_path):
+    from pycocotools import mask as mask_util
+
+    path = tiny_mask_model.val_images[0]
+    inst = model_outputs(tiny_mask_model.build(), path)
+    inst = inst[inst.scores >= 0.3]
+    assert len(inst) > 0 and inst.pred_masks.any(dim=(1, 2)).all()
+    args = ["--input", str(path), "--output", str(tmp_path), "--confidence-threshold", "0.3"]
+    assert demo.main([*base_args(tiny_mask_model), *args, *overrides(tiny_mask_model)]) == 0
+    results = json.loads((tmp_path / f"{path.stem}.json").read_text())
+    assert len(results) == len(inst)
+    # COCO's results format for masks: compressed RLE of the image's size, the model's masks.
+    h, w = inst.image_size
+    for r, mask in zip(results, inst.pred_masks):
+        assert r["segmentation"]["size"] == [h, w] and isinstance(r["segmentation"]["counts"], str)
+        np.testing.assert_array_equal(mask_util.decode(r["segmentation"]), mask.numpy())
+    # The picture is the drawing of these detections, masks included.
+    from detectron2.data import MetadataCatalog
+
+    from dyhead_d2.inference import draw_detections, read_image
+
+    rgb = read_image(str(path), "RGB")
+    meta = MetadataCatalog.get("synthetic_val")
+    boxes_only = Instances(inst.image_size, **{k: v for k, v in inst.get_fields().items()})
+    boxes_only.remove("pred_masks")
+    with Image.open(tmp_path / f"{path.stem}.png") as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    np.testing.assert_array_equal(pixels, draw_detections(rgb, inst, meta))
+    assert (pixels != draw_detections(rgb, boxes_only, meta)).any(axis=2).sum() > 100
+
+
+def test_predictor_returns_the_masks_in_image_pixels(tiny_mask_model):
+    import dyhead_d2
+
+    path = tiny_mask_model.val_images[1]
+    overrides = dict(item.split("=", 1) for item in tiny_mask_model.overrides)
+    overrides = {k: int(v) if v.isdigit() else v for k, v in overrides.items()}
+    predictor = dyhead_d2.Predictor(
+        tiny_mask_model.config, str(tiny_mask_model.checkpoint), **overrides
+    )
+    got = predictor(str(path))
+    want = model_outputs(tiny_mask_model.build(), path)
+    with Image.open(path) as image:
+        w, h = image.size
+    assert got.pred_masks.dtype == torch.bool and got.pred_masks.shape == (len(want), h, w)
+    assert len(got) > 0 and torch.equal(got.pred_masks, want.pred_masks)
 
 
 def test_scale_enlarges_the_picture(demo, tiny_model, tmp_path):

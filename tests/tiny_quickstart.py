@@ -5,7 +5,8 @@
 ``tiny_model`` fixture of ``conftest.py``) is the quickstart model with ``TINY_TOOLS`` (two DyHead
 blocks), randomly initialised and then given livelier weights: the quickstart zero-initialises the
 offsets and starts the classifier at a 1% prior, which would leave nothing to see (no offsets, no
-detections). Saved with Detectron2's checkpointer, as training would.
+detections). Saved with Detectron2's checkpointer, as training would. The ``tiny_mask_model``
+fixture is the same for the mask quickstart (Mask R-CNN), livened by :func:`make_rcnn_lively`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,21 +101,41 @@ def make_lively(model, seed: int = 0) -> None:
         for fc in (block.task_attn.fc1, block.task_attn.fc2):
             noise(fc.weight, 0.3)
             noise(fc.bias, 0.5)
-    model.head.cls_logits.bias.zero_()  # probabilities around 0.5: plenty of detections
+    if hasattr(model, "head"):  # ATSS (make_rcnn_lively livens Mask R-CNN's heads)
+        model.head.cls_logits.bias.zero_()  # probabilities around 0.5: plenty of detections
 
 
-def make_tiny_model(tmp: Path) -> Iterator[TinyModel]:
-    """Yield the :class:`TinyModel` saved under ``tmp``; ``$DETECTRON2_DATASETS`` points at its
-    data (under ``tmp``) until the generator is closed."""
+MASK_QUICKSTART = "configs/quickstart/mask_rcnn_dyhead_synthetic.py"
+
+
+@torch.no_grad()
+def make_rcnn_lively(model, seed: int = 0) -> None:
+    """For the mask quickstart (Mask R-CNN): DyHead as :func:`make_lively`; a classifier x8
+    sharper, so that random boxes pass the score threshold with well-spread scores (x20 turns
+    float rounding into score differences above 1e-4); mask logits of a few units, so that a
+    binary mask is not decided by rounding around probability 0.5."""
+    make_lively(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    model.roi_heads.box_predictor.cls_score.weight.mul_(8.0)
+    predictor = model.roi_heads.mask_head.predictor
+    predictor.weight.copy_(torch.randn(predictor.weight.shape, generator=g) * 0.5)
+
+
+def make_tiny_model(
+    tmp: Path, config: str = QUICKSTART, lively: Callable = make_lively
+) -> Iterator[TinyModel]:
+    """Yield the :class:`TinyModel` of ``config`` (with ``TINY_TOOLS``, given weights by
+    ``lively``) saved under ``tmp``; ``$DETECTRON2_DATASETS`` points at its data (under ``tmp``)
+    until the generator is closed."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DETECTRON2_DATASETS", str(tmp / "datasets"))
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.chdir(ROOT)
         unregister_datasets()
-        cfg = load_config(QUICKSTART, TINY_TOOLS)
+        cfg = load_config(config, TINY_TOOLS)
         torch.manual_seed(0)
         model = instantiate(cfg.model)
-        make_lively(model)
+        lively(model)
         DetectionCheckpointer(model, save_dir=str(tmp)).save("tiny")
         checkpoint = tmp / "tiny.pth"
         cfg.train.init_checkpoint = str(checkpoint)
@@ -122,7 +143,7 @@ def make_tiny_model(tmp: Path) -> Iterator[TinyModel]:
         image_root = Path(MetadataCatalog.get(val).image_root)
         images = sorted(image_root.glob("*.jpg"))
         assert images, f"no synthetic images in {image_root}"
-        yield TinyModel(QUICKSTART, list(TINY_TOOLS), checkpoint, images, cfg)
+        yield TinyModel(config, list(TINY_TOOLS), checkpoint, images, cfg)
         unregister_datasets()
 
 

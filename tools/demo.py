@@ -17,9 +17,10 @@ them; ``**`` recurses). The model is the config's, with the weights of
 reported in the original image's pixels.
 
 For each image ``NAME.EXT``, ``--output DIR`` gets ``NAME.png`` (boxes, class names and scores
-drawn on the image, ``--scale`` times its size) and ``NAME.json`` (the detections in COCO's
-results format: ``image_id`` is the test dataset's id of that file, else the file name;
-``category_id`` is the dataset's category id; ``bbox`` is [x, y, width, height]; ``score``).
+drawn on the image, and the masks of a mask model, ``--scale`` times its size) and ``NAME.json``
+(the detections in COCO's results format: ``image_id`` is the test dataset's id of that file,
+else the file name; ``category_id`` is the dataset's category id; ``bbox`` is [x, y, width,
+height]; ``score``; for a mask model ``segmentation``, the mask as compressed RLE).
 Only detections with a score of at least ``--confidence-threshold`` are kept. Without
 ``--output`` the detections are only listed. Mistakes (missing config or weights, an input that
 matches no image, an unreadable image) end the run with a one-line error and exit status 2.

@@ -7,7 +7,9 @@
 Writes ``DIR/model.onnx`` with the weights of ``train.init_checkpoint``. The file has one input,
 ``image``: float32 (3, H, W), pixel values 0-255 in the config's input format, already resized as
 the config's test loader resizes (H and W are dynamic), and three outputs after NMS: ``boxes``
-(N, 4) float32 XYXY in that input's pixels, ``scores`` (N,) float32 and ``classes`` (N,) int64.
+(N, 4) float32 XYXY in that input's pixels, ``scores`` (N,) float32 and ``classes`` (N,) int64;
+a mask model (Mask R-CNN) adds ``masks`` (N, M, M) float32, each detection's mask probabilities on
+its box (M = 28 for Detectron2's mask head), which ``OnnxPredictor`` pastes into the image.
 It uses standard ONNX ops only; it is checked with the ONNX checker and run by onnxruntime on a
 sample image whose detections are compared with PyTorch's. The test resizing and the class names
 are stored in the file's metadata: ``dyhead_d2.deploy.OnnxPredictor`` (onnxruntime, numpy,
@@ -97,6 +99,11 @@ def run(args: argparse.Namespace) -> None:
     h, w = result.sample_size
     if result.parity is not None:
         print(f"onnxruntime vs PyTorch on a {h}x{w} sample image: {result.parity}")
+    if result.max_mask_diff is not None:
+        print(
+            f"masks: largest probability difference {result.max_mask_diff:.2e} over the "
+            "matched detections"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,11 @@ require_detectron2("dyhead_d2.checkpoint.DyHeadCheckpointer")
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
 from ..layers.finite import NonFiniteError, find_non_finite  # noqa: E402
-from .classes import class_dependent_keys, split_class_mismatches  # noqa: E402
+from .classes import (  # noqa: E402
+    absent_branches,
+    class_dependent_keys,
+    split_class_mismatches,
+)
 from .convert import convert_checkpoint  # noqa: E402
 from .formats import detect_format, unwrap_state_dict  # noqa: E402
 from .mapping import CheckpointConversionError  # noqa: E402
@@ -39,8 +43,11 @@ class DyHeadCheckpointer(DetectionCheckpointer):
     (:func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`) are skipped, one log line each
     saying why, and keep the model's initialisation from scratch. Any other shape mismatch fails
     with the full list, and so does a checkpoint with a classifier (a detector's) that does not
-    fill all of the model or has keys the model lacks, whatever its layout. Without it (evaluation,
-    the tools), a checkpoint whose classifier has another shape is refused.
+    fill all of the model or has keys the model lacks, whatever its layout, with one exception: a
+    branch of which the checkpoint has no key at all (the mask head of a Mask R-CNN fine-tuned
+    from a Faster R-CNN, :func:`~dyhead_d2.checkpoint.classes.absent_branches`) starts from
+    scratch, in one log line. Without it (evaluation, the tools), a checkpoint whose classifier
+    has another shape is refused.
 
     Only finite states are written or read: :meth:`save` refuses to write a checkpoint when the
     model, the optimizer or any other checkpointable holds a NaN or Inf (so ``last_checkpoint``
@@ -54,6 +61,9 @@ class DyHeadCheckpointer(DetectionCheckpointer):
 
     def _class_keys(self) -> dict[str, str]:
         return class_dependent_keys(self.model) if self.allow_new_classes else {}
+
+    def _absent_branches(self, checkpoint_keys) -> dict[str, str]:
+        return absent_branches(self.model, checkpoint_keys) if self.allow_new_classes else {}
 
     def save(self, name: str, **kwargs: Any) -> None:
         if self.save_dir and self.save_to_disk:
@@ -78,7 +88,11 @@ class DyHeadCheckpointer(DetectionCheckpointer):
         if source is None:
             return loaded
         conversion = convert_checkpoint(
-            state_dict, self.model, source, shape_may_differ=self._class_keys()
+            state_dict,
+            self.model,
+            source,
+            shape_may_differ=self._class_keys(),
+            may_be_absent=self._absent_branches(state_dict),
         )
         self.logger.info(f"Converted {filename}:\n{conversion.summary()}")
         return {
@@ -124,13 +138,19 @@ class DyHeadCheckpointer(DetectionCheckpointer):
             and tuple(value.shape) != tuple(model_state[key].shape)
         }
         skipped, problems = split_class_mismatches(shapes, class_keys)
+        branches = {}
         if any(key in checkpoint["model"] for key in class_keys):
             # A checkpoint with a classifier is a detector's: all of the model must come from it
-            # (a partly loaded detector trains, and evaluates, to a plausible but wrong result).
+            # (a partly loaded detector trains, and evaluates, to a plausible but wrong result),
+            # except a branch it has nothing of (a box detector's checkpoint in a mask model).
+            branches = self._absent_branches(checkpoint["model"])
+            absent = tuple(branches)
             problems += [
                 f"model key not filled by the checkpoint: {key}"
                 for key in model_state
-                if key not in checkpoint["model"] and key not in _CONFIG_BUFFERS
+                if key not in checkpoint["model"]
+                and key not in _CONFIG_BUFFERS
+                and not key.startswith(absent)
             ]
             problems += [
                 f"checkpoint key not in the model: {key}"
@@ -145,9 +165,18 @@ class DyHeadCheckpointer(DetectionCheckpointer):
                 f"Not loading {key}: {why}; it keeps its initialisation from scratch "
                 "(fine-tuning to another number of classes)"
             )
+        for prefix, what in branches.items():
+            count = sum(1 for key in model_state if key.startswith(prefix))
+            self.logger.info(
+                f"Not loading {prefix[:-1]}: {what} ({count} tensors), which the checkpoint does "
+                "not have (a box detector's); it keeps its initialisation from scratch"
+            )
         incompatible = super()._load_model(checkpoint)
         if incompatible is not None:
-            for key in skipped:
-                if key in incompatible.missing_keys:
-                    incompatible.missing_keys.remove(key)
+            absent = tuple(branches)
+            incompatible.missing_keys[:] = [
+                key
+                for key in incompatible.missing_keys
+                if key not in skipped and not key.startswith(absent)
+            ]
         return incompatible

@@ -22,6 +22,7 @@ def convert_checkpoint(
     source: str = "auto",
     *,
     shape_may_differ: Collection[str] = (),
+    may_be_absent: Collection[str] = (),
 ) -> Conversion:
     """Map a published checkpoint onto ``model``'s state dict, strictly.
 
@@ -36,6 +37,9 @@ def convert_checkpoint(
         shape_may_differ: model keys whose shape may differ from the checkpoint's (see
             :func:`~dyhead_d2.checkpoint.mapping.apply_key_map`); for fine-tuning to other
             classes, :func:`~dyhead_d2.checkpoint.classes.class_dependent_keys`.
+        may_be_absent: prefixes of model keys a detector checkpoint need not fill (they are
+            listed in ``Conversion.left_unfilled``): for fine-tuning a box detector into a mask
+            model, :func:`~dyhead_d2.checkpoint.classes.absent_branches`.
 
     A detector checkpoint must fill every entry of the model; an ImageNet backbone checkpoint
     every entry of the model's backbone (Swin's per-output norms and the offset convolutions of
@@ -64,9 +68,19 @@ def convert_checkpoint(
             )
         source = detected
     may_differ = frozenset(shape_may_differ).__contains__
+    absent = tuple(may_be_absent)
+
+    def detector_required(key: str) -> bool:
+        return not key.startswith(absent)
+
     if source == "authors":
         return apply_key_map(
-            state_dict, model_state, authors_key_map, source=source, shape_may_differ=may_differ
+            state_dict,
+            model_state,
+            authors_key_map,
+            source=source,
+            required=detector_required,
+            shape_may_differ=may_differ,
         )
     if source == "mmdet":
         check_dcn_bias(state_dict, model_state)
@@ -75,6 +89,7 @@ def convert_checkpoint(
             model_state,
             mmdet_key_map(model_state),
             source=source,
+            required=detector_required,
             shape_may_differ=may_differ,
         )
     if source == "torchvision":

@@ -1,8 +1,8 @@
-"""Datasets: a synthetic COCO-format detection dataset that needs no download, and a user's own
-COCO-format dataset, checked before use.
+"""Datasets: a synthetic COCO-format dataset (boxes and masks) that needs no download, and a
+user's own COCO-format dataset, checked before use.
 
-:mod:`.synthetic` and :mod:`.coco_json` need only numpy and Pillow; :func:`register_synthetic`
-and :func:`coco_dataset` import detectron2 when called.
+:mod:`.synthetic` and :mod:`.coco_json` need only numpy, Pillow and pycocotools;
+:func:`register_synthetic` and :func:`coco_dataset` import detectron2 when called.
 """
 
 from .coco_json import DatasetError, check_coco_dataset, clip_boxes, coco_categories

@@ -146,8 +146,55 @@ def _check_images(data: dict, where: str) -> dict[Any, dict]:
     return images
 
 
+def _segmentation_problem(segm: Any, image: dict) -> str | None:
+    """Why ``segm`` is not a usable COCO segmentation of ``image``, or None.
+
+    Polygons: a list of ``[x1, y1, x2, y2, ...]`` lists of at least 3 points (Detectron2's loader
+    silently drops shorter or odd-length ones, and the whole annotation, box included, when none
+    is left). RLE: ``{"size": [height, width], "counts": str or list of run lengths}`` of the
+    image's size (a mask of another size does not fit the image it is pasted on).
+    """
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(map(_is_int, size))):
+            return f"RLE 'size' must be [height, width], got {size!r}"
+        if size != [image["height"], image["width"]]:
+            return (
+                f"RLE size {size} is not its image's [height, width] "
+                f"[{image['height']}, {image['width']}] (image id {image['id']!r})"
+            )
+        if isinstance(counts, list):
+            if not all(_is_int(c) and c >= 0 for c in counts):
+                return "uncompressed RLE 'counts' must be non-negative integers"
+            pixels = size[0] * size[1]
+            if sum(counts) != pixels:
+                return f"RLE counts cover {sum(counts)} pixels, not height * width = {pixels}"
+        elif not isinstance(counts, str):
+            kind = type(counts).__name__
+            return f"RLE 'counts' must be a string or a list of run lengths, got {kind}"
+        return None
+    if not isinstance(segm, list) or not all(isinstance(poly, list) for poly in segm):
+        return (
+            "'segmentation' must be polygons [[x1, y1, x2, y2, ...], ...] or an RLE "
+            "{'size': [height, width], 'counts': ...}"
+        )
+    for k, poly in enumerate(segm):
+        if not all(map(_is_number, poly)):
+            return f"polygon {k} has a coordinate that is not a finite number"
+        if len(poly) % 2:
+            return f"polygon {k} has an odd number of coordinates ({len(poly)})"
+        if len(poly) < 6:
+            return f"polygon {k} has {len(poly) // 2} points; a polygon needs at least 3"
+    return None
+
+
 def _check_annotations(
-    data: dict, images: dict, categories: CocoCategories, where: str, need_area: bool
+    data: dict,
+    images: dict,
+    categories: CocoCategories,
+    where: str,
+    need_area: bool,
+    need_masks: bool = False,
 ) -> None:
     seen: set = set()
     problems: dict[str, list[str]] = {}
@@ -181,7 +228,23 @@ def _check_annotations(
                 f"annotation id {aid!r} has no numeric 'area', which COCO evaluation needs "
                 "(the box's width * height will do)",
             )
-    for kind in ("no id", "dup", "image", "category", "bbox", "area"):
+        segm = ann.get("segmentation")
+        if segm:  # an empty list is no segmentation, as in Detectron2's loader
+            image = images.get(ann.get("image_id"))
+            why = _segmentation_problem(segm, image) if image is not None else None
+            if why is not None:
+                bad("segmentation", f"annotation id {aid!r}: {why}")
+        elif need_masks and (need_area or not ann.get("iscrowd", 0)):
+            # Training reads the masks of non-crowd annotations; COCO's segm evaluation reads
+            # every ground-truth region's (need_area: an evaluated split).
+            crowd = "crowd " if ann.get("iscrowd", 0) else ""
+            bad(
+                "no segmentation",
+                f"{crowd}annotation id {aid!r} has no 'segmentation' (polygons or RLE), which a "
+                "mask config needs",
+            )
+    kinds = ("no id", "dup", "image", "category", "bbox", "area", "segmentation")
+    for kind in (*kinds, "no segmentation"):
         if kind in problems:
             raise DatasetError(f"{where}: {_first(problems[kind])}")
 
@@ -216,13 +279,19 @@ def _check_image_files(images: Iterable[dict], image_root: str, role: str, mode:
 
 @lru_cache(maxsize=16)
 def _check_cached(
-    json_file: str, stamp: tuple, image_root: str, role: str, check_images: str, need_area: bool
+    json_file: str,
+    stamp: tuple,
+    image_root: str,
+    role: str,
+    check_images: str,
+    need_area: bool,
+    need_masks: bool,
 ) -> CocoSummary:
     data = read_coco_json(json_file, role)
     where = f"{role} JSON {json_file!r}"
     categories = _categories(data, where)
     images = _check_images(data, where)
-    _check_annotations(data, images, categories, where, need_area)
+    _check_annotations(data, images, categories, where, need_area, need_masks)
     if check_images != "none":
         _check_image_files(images.values(), image_root, role, check_images)
     annotated = {ann["image_id"] for ann in data["annotations"]}
@@ -238,6 +307,7 @@ def check_coco_dataset(
     role: str = "dataset",
     check_images: str = "header",
     need_area: bool = False,
+    need_masks: bool = False,
 ) -> CocoSummary:
     """Check a COCO-format detection dataset; raise :class:`DatasetError` at the first problem.
 
@@ -245,7 +315,10 @@ def check_coco_dataset(
     names line, column and character); it has ``images``, ``annotations`` and ``categories``;
     category and image ids are unique and images have a size; every annotation has a unique
     ``id``, an ``image_id`` of a listed image, a ``category_id`` of a listed category and a
-    4-number ``bbox`` (and an ``area``, with ``need_area``, which COCO evaluation needs); every
+    4-number ``bbox`` (and an ``area``, with ``need_area``, which COCO evaluation needs); a
+    ``segmentation``, where there is one, is polygons of at least 3 points (an even number of
+    coordinates) or an RLE of its image's size; with ``need_masks`` (a mask config) every
+    non-crowd annotation has one, and with ``need_area`` too every crowd annotation; every
     image file exists, is readable (see ``check_images``: "header", "decode" or "none") and has
     the size the JSON gives. The result is cached per process while the JSON file is unchanged.
     """
@@ -260,7 +333,13 @@ def check_coco_dataset(
         raise DatasetError(f"{role} image folder {image_root!r} {what}")
     st = os.stat(json_file)
     return _check_cached(
-        json_file, (st.st_mtime_ns, st.st_size), image_root, role, check_images, need_area
+        json_file,
+        (st.st_mtime_ns, st.st_size),
+        image_root,
+        role,
+        check_images,
+        need_area,
+        need_masks,
     )
 
 

@@ -53,6 +53,7 @@ def register_coco_dataset(
     role: str = "dataset",
     check_images: str = "header",
     need_area: bool = False,
+    need_masks: bool = False,
 ) -> CocoSummary:
     """Check the dataset (:func:`~dyhead_d2.data.coco_json.check_coco_dataset`) and register it
     as ``name`` with Detectron2's catalogs: ``thing_classes`` ordered by category id,
@@ -65,7 +66,12 @@ def register_coco_dataset(
     json_file = os.path.abspath(os.fspath(json_file))
     image_root = os.path.abspath(os.fspath(image_root))
     summary = check_coco_dataset(
-        json_file, image_root, role=role, check_images=check_images, need_area=need_area
+        json_file,
+        image_root,
+        role=role,
+        check_images=check_images,
+        need_area=need_area,
+        need_masks=need_masks,
     )
     metadata = dict(
         json_file=json_file,
@@ -99,6 +105,7 @@ def coco_dataset(
     name: str | None = None,
     check_images: str = "header",
     categories_of: str | None = None,
+    need_masks: bool = False,
 ) -> str:
     """Check and register a COCO-format dataset; return its name. For LazyConfig files.
 
@@ -111,6 +118,9 @@ def coco_dataset(
             :func:`~dyhead_d2.data.coco_json.check_coco_dataset`.
         categories_of: another COCO JSON (the training set's) whose categories this one's must
             equal, so that class ``i`` means the same in training and evaluation.
+        need_masks: the config trains or evaluates masks: every non-crowd annotation needs a
+            ``segmentation`` (in splits other than "train", every annotation: COCO's segm
+            evaluation reads the crowd regions' too).
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     name = name or _default_name(split, json_file, image_root)
@@ -121,6 +131,7 @@ def coco_dataset(
         role=split,
         check_images=check_images,
         need_area=split != "train",
+        need_masks=need_masks,
     )
     if categories_of:
         theirs = coco_categories(categories_of, "train")

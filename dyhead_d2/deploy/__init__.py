@@ -1,7 +1,8 @@
 """Deployment: ONNX export (needs torch and detectron2) and an onnxruntime predictor (needs only
 onnxruntime, numpy and Pillow: importing it loads neither torch nor detectron2).
 
-* :class:`OnnxPredictor`, :class:`Detections`: run an exported ``model.onnx`` on images.
+* :class:`OnnxPredictor`, :class:`Detections`: run an exported ``model.onnx`` on images;
+  :func:`paste_masks`: a mask model's per-detection masks into image-sized binary masks.
 * :func:`export_onnx`, :class:`ExportError`, :func:`describe_onnx`: write a config's model as
   ONNX (``tools/export_model.py``).
 * :class:`OnnxModel`: an exported model behind :class:`~dyhead_d2.inference.Predictor`'s
@@ -10,7 +11,8 @@ onnxruntime, numpy and Pillow: importing it loads neither torch nor detectron2).
 The last two import torch and detectron2, only when one of their names is used.
 """
 
-from .metadata import METADATA_KEYS, OUTPUT_NAMES
+from .masks import paste_masks
+from .metadata import MASK_OUTPUT, METADATA_KEYS, OUTPUT_NAMES
 from .onnx_predictor import Detections, OnnxPredictor
 
 # Names whose modules import torch and detectron2: imported when first used.
@@ -22,7 +24,15 @@ _LAZY = {
     "OnnxModel": "onnx_model",
 }
 
-__all__ = ["METADATA_KEYS", "OUTPUT_NAMES", "Detections", "OnnxPredictor", *_LAZY]
+__all__ = [
+    "MASK_OUTPUT",
+    "METADATA_KEYS",
+    "OUTPUT_NAMES",
+    "Detections",
+    "OnnxPredictor",
+    "paste_masks",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):

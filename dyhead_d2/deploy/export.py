@@ -15,9 +15,14 @@ own ONNX translation (a ``symbolic``). DyHead's deformable convolutions become, 
   (its gather-sum has its own translation, ONNX having no ``embedding_bag``), for runtimes
   without ``DeformConv``; the model must use ``deform_impl="sampled"`` or ``"auto"``.
 
-ATSS's class-aware NMS has its own translation too (:mod:`dyhead_d2.modeling.nms`). The test
-loader's resizing and the class names go into the file's metadata (:data:`METADATA_KEYS`), so
-:class:`~dyhead_d2.deploy.OnnxPredictor` runs it without the config.
+ATSS's class-aware NMS has its own translation too (:mod:`dyhead_d2.modeling.nms`). A mask
+model (Mask R-CNN) has a fourth output, each detection's mask probabilities on its box (the mask
+head's (M, M) grid of the predicted class), which :class:`~dyhead_d2.deploy.OnnxPredictor`
+pastes into the image as ``detector_postprocess`` does; pasting in the graph would make an
+output of N x H x W. Splitting a tensor into per-image pieces, which Detectron2's heads do, is
+one piece for the one image traced: its translation is the whole tensor, not a split at the
+traced size. The test loader's resizing and the class names go into the file's metadata
+(:data:`METADATA_KEYS`), so :class:`~dyhead_d2.deploy.OnnxPredictor` runs it without the config.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from detectron2.modeling.postprocessing import detector_postprocess
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.onnx import symbolic_helper
+from torch.onnx import symbolic_helper, symbolic_opset13
 
 from ..inference.predictor import Predictor
 from ..layers.deform_conv import resolve_deform_impl
-from .metadata import METADATA_KEYS, OUTPUT_NAMES, resize_spec
+from .metadata import MASK_OUTPUT, METADATA_KEYS, OUTPUT_NAMES, resize_spec
 from .parity import Parity, compare_detections
 
 __all__ = [
@@ -61,18 +67,40 @@ class ExportError(ValueError):
     """A model or config that cannot be exported as asked; the message says what to change."""
 
 
+def predicts_masks(model: nn.Module) -> bool:
+    """Whether ``model`` is a mask model (Detectron2's ROI heads with their mask branch on)."""
+    return bool(getattr(getattr(model, "roi_heads", None), "mask_on", False))
+
+
 class ExportedDetector(nn.Module):
     """``model`` on one (3, H, W) float32 image (0-255, already resized) -> ``boxes`` (N, 4)
     XYXY in that image's pixels, ``scores`` (N,) and ``classes`` (N,) int64: the model's own
-    eval forward, ``model([{"image": image}])``, with its ``Instances`` unpacked into tensors."""
+    eval forward, ``model([{"image": image}])``, with its ``Instances`` unpacked into tensors.
+
+    A mask model also returns ``masks`` (N, M, M), each detection's mask probabilities on its
+    box: its forward without ``detector_postprocess``, which is then applied to all but the
+    masks (the boxes clipped to the image, empty ones dropped, as in the model's forward)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.masks = predicts_masks(model)
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        instances = self.model([{"image": image}])[0]["instances"]
-        return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        if not self.masks:
+            instances = self.model([{"image": image}])[0]["instances"]
+            return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+        (raw,) = self.model.inference([{"image": image}], do_postprocess=False)
+        probabilities = raw.pred_masks[:, 0]  # (N, 1, M, M) for the predicted classes
+        raw.remove("pred_masks")
+        raw.detection_index = torch.arange(raw.scores.shape[0])  # traced: a dynamic count
+        instances = detector_postprocess(raw, *raw.image_size)
+        return (
+            instances.pred_boxes.tensor,
+            instances.scores,
+            instances.pred_classes,
+            probabilities[instances.detection_index],
+        )
 
 
 def check_exportable(model: nn.Module, deform_op: str) -> None:
@@ -166,6 +194,27 @@ def deform_conv_export(model: nn.Module, deform_op: str = "DeformConv") -> Itera
             module.deform_impl = impl
 
 
+def _split_with_sizes_symbolic(g, self, split_sizes, dim, _outputs=None):
+    # Detectron2 splits batched results into per-image pieces, e.g. mask_rcnn_inference's
+    # masks.split([len(instances)]). Traced on one image that is one piece, of the traced
+    # detection count: the default translation would bake that count into the graph.
+    sizes = symbolic_helper._maybe_get_const(split_sizes, "is")
+    if _outputs == 1 or (isinstance(sizes, list) and len(sizes) == 1):
+        return g.op("Identity", self)
+    return symbolic_opset13.split_with_sizes(g, self, split_sizes, dim, _outputs)
+
+
+@contextlib.contextmanager
+def single_piece_split_export(opset: int) -> Iterator[None]:
+    """Within it, ``torch.onnx.export`` writes a split into one piece as the whole tensor."""
+    name = "aten::split_with_sizes"
+    torch.onnx.register_custom_op_symbolic(name, _split_with_sizes_symbolic, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic(name, opset)
+
+
 @dataclass
 class OnnxExport:
     """What :func:`export_onnx` wrote and how the file compared with PyTorch on the sample."""
@@ -174,6 +223,9 @@ class OnnxExport:
     metadata: dict[str, str]
     sample_size: tuple[int, int]
     parity: Parity | None  # onnxruntime vs PyTorch on the sample image (None: not run)
+    # A mask model's largest mask probability difference over the matched detections (None:
+    # not a mask model, or not run).
+    max_mask_diff: float | None = None
 
 
 def _metadata(predictor: Predictor, config_file: str | None) -> dict[str, str]:
@@ -226,24 +278,46 @@ def _validate(path: str) -> None:
         raise ExportError(f"{path}: the graph uses non-standard op domains {custom}")
 
 
+# Mask probabilities of a matched detection may differ by float rounding only.
+MASK_TOLERANCE = 1e-3
+
+
+def _output_names(wrapper: ExportedDetector) -> list[str]:
+    return [*OUTPUT_NAMES, MASK_OUTPUT] if wrapper.masks else list(OUTPUT_NAMES)
+
+
 def _compare_with_onnxruntime(
     path: str, wrapper: ExportedDetector, image: Tensor, max_detections: int
-) -> Parity:
+) -> tuple[Parity, float | None]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    outputs = session.run(list(OUTPUT_NAMES), {"image": image.numpy()})
+    outputs = session.run(_output_names(wrapper), {"image": image.numpy()})
     with torch.no_grad():
         expected = [t.numpy() for t in wrapper(image)]
     parity = compare_detections(
-        expected, outputs, max_detections=max_detections, nms_thresh=_nms_thresh(wrapper.model)
+        expected[:3],
+        outputs[:3],
+        max_detections=max_detections,
+        nms_thresh=_nms_thresh(wrapper.model),
     )
     if not parity.ok:
         raise ExportError(
             f"{path}: onnxruntime and PyTorch disagree on a sample image ({parity}); "
             "the export is not faithful"
         )
-    return parity
+    mask_diff = None
+    if wrapper.masks:
+        mask_diff = max(
+            (float(abs(expected[3][i] - outputs[3][j]).max()) for i, j in parity.pairs),
+            default=0.0,
+        )
+        if mask_diff > MASK_TOLERANCE:
+            raise ExportError(
+                f"{path}: onnxruntime and PyTorch masks differ by up to {mask_diff:.2e} in "
+                "probability on a sample image; the export is not faithful"
+            )
+    return parity, mask_diff
 
 
 def export_onnx(
@@ -260,7 +334,8 @@ def export_onnx(
     """Write ``cfg.model`` with ``weights`` (default ``cfg.train.init_checkpoint``) as ONNX.
 
     The file has one input ``image`` (3, H, W) float32 with dynamic H and W and the outputs
-    :data:`OUTPUT_NAMES`; see the module docstring for ``deform_op``. ``opset`` defaults to the
+    :data:`OUTPUT_NAMES` (and :data:`MASK_OUTPUT` for a mask model); see the module docstring
+    for ``deform_op``. ``opset`` defaults to the
     lowest one ``deform_op`` allows (:data:`DEFORM_OPS`). The graph is traced on
     ``sample_size``, checked with ``onnx.checker`` (and for standard op domains only) and, with
     ``verify``, run by onnxruntime's CPU provider on that sample, whose detections must match
@@ -281,9 +356,15 @@ def export_onnx(
     metadata = _metadata(predictor, config_file)
     metadata[METADATA_KEYS["deform_op"]] = deform_op
     wrapper = ExportedDetector(model).eval()
+    output_names = _output_names(wrapper)
     image = sample_image(sample_size)
     path = os.fspath(output)
-    with torch.no_grad(), deform_conv_export(model, deform_op), warnings.catch_warnings():
+    with (
+        torch.no_grad(),
+        deform_conv_export(model, deform_op),
+        single_piece_split_export(opset),
+        warnings.catch_warnings(),
+    ):
         # The tracer warns about every Python value it records; the checks below are what say
         # whether the graph generalises (and the tests run it on other sizes).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -295,22 +376,33 @@ def export_onnx(
             dynamo=False,
             opset_version=opset,
             input_names=["image"],
-            output_names=list(OUTPUT_NAMES),
+            output_names=output_names,
             dynamic_axes={
                 "image": {1: "height", 2: "width"},
-                **{name: {0: "detections"} for name in OUTPUT_NAMES},
+                **{name: {0: "detections"} for name in output_names},
             },
         )
-    _write_metadata(path, metadata)
+    # The mask grid's size is fixed, but ONNX's shape inference does not see through the
+    # gather of the predicted class: state it.
+    fixed = {}
+    if wrapper.masks:
+        with torch.no_grad():
+            size = wrapper(image)[3].shape
+        fixed[MASK_OUTPUT] = {1: size[1], 2: size[2]}
+    _write_metadata(path, metadata, fixed)
     _validate(path)
-    parity = None
+    parity = mask_diff = None
     if verify:
         max_det = int(metadata[METADATA_KEYS["max_detections"]])
-        parity = _compare_with_onnxruntime(path, wrapper, image, max_det)
-    return OnnxExport(path, metadata, sample_size, parity)
+        parity, mask_diff = _compare_with_onnxruntime(path, wrapper, image, max_det)
+    return OnnxExport(path, metadata, sample_size, parity, mask_diff)
 
 
-def _write_metadata(path: str, metadata: dict[str, str]) -> None:
+def _write_metadata(
+    path: str, metadata: dict[str, str], fixed_dims: dict[str, dict[int, int]] | None = None
+) -> None:
+    """Store ``metadata`` in the file, and give outputs the sizes ``fixed_dims`` states
+    (``{output: {axis: size}}``)."""
     import onnx
 
     model = onnx.load(path)
@@ -318,6 +410,9 @@ def _write_metadata(path: str, metadata: dict[str, str]) -> None:
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+    for output in model.graph.output:
+        for axis, size in (fixed_dims or {}).get(output.name, {}).items():
+            output.type.tensor_type.shape.dim[axis].dim_value = int(size)
     onnx.save(model, path)
 
 

@@ -6,9 +6,11 @@ Shared by the exporter (torch, detectron2) and :class:`~dyhead_d2.deploy.OnnxPre
 
 from __future__ import annotations
 
-__all__ = ["METADATA_KEYS", "OUTPUT_NAMES", "resize_spec", "resized_shape"]
+__all__ = ["MASK_OUTPUT", "METADATA_KEYS", "OUTPUT_NAMES", "resize_spec", "resized_shape"]
 
 OUTPUT_NAMES = ("boxes", "scores", "classes")
+# A mask model's fourth output: (N, M, M) mask probabilities of each detection on its box.
+MASK_OUTPUT = "masks"
 
 # Keys of the ONNX file's metadata_props.
 METADATA_KEYS = {

@@ -33,9 +33,12 @@ class OnnxModel:
 
     def __call__(self, image: np.ndarray) -> Instances:
         found = self.onnx(image, format="BGR")
-        return Instances(
+        instances = Instances(
             found.image_size,
             pred_boxes=Boxes(torch.from_numpy(found.boxes)),
             scores=torch.from_numpy(found.scores),
             pred_classes=torch.from_numpy(found.classes),
         )
+        if found.masks is not None:
+            instances.pred_masks = torch.from_numpy(found.masks)
+        return instances

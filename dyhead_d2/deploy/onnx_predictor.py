@@ -3,7 +3,9 @@
 :class:`OnnxPredictor` reads the file's metadata (written by
 :func:`dyhead_d2.deploy.export_onnx`): the input format, how the config's test loader resizes
 and the class names. It resizes each image the way that loader does (Pillow, like Detectron2's
-``ResizeTransform`` on uint8 images), runs the graph and scales the boxes back to the image.
+``ResizeTransform`` on uint8 images), runs the graph and scales the boxes back to the image; a
+mask model's per-detection masks are pasted into image-sized binary masks
+(:func:`~dyhead_d2.deploy.masks.paste_masks`), as Detectron2's ``detector_postprocess`` does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
-from .metadata import METADATA_KEYS, OUTPUT_NAMES, resized_shape
+from .masks import paste_masks
+from .metadata import MASK_OUTPUT, METADATA_KEYS, OUTPUT_NAMES, resized_shape
 
 __all__ = ["Detections", "OnnxPredictor", "read_image"]
 
@@ -29,6 +32,7 @@ class Detections:
     classes: np.ndarray  # (N,) int64 class ids
     class_names: list[str] = field(default_factory=list)  # (N,) names ("" without names)
     image_size: tuple[int, int] = (0, 0)  # (height, width) of the image
+    masks: np.ndarray | None = None  # (N, height, width) bool, a mask model's; else None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -36,8 +40,9 @@ class Detections:
     def __getitem__(self, keep) -> Detections:
         """The detections ``keep`` selects (a boolean mask, indices or a slice)."""
         names = np.asarray(self.class_names, dtype=object)[keep].tolist() if len(self) else []
+        masks = None if self.masks is None else self.masks[keep]
         return Detections(
-            self.boxes[keep], self.scores[keep], self.classes[keep], names, self.image_size
+            self.boxes[keep], self.scores[keep], self.classes[keep], names, self.image_size, masks
         )
 
 
@@ -99,6 +104,10 @@ class OnnxPredictor:
         self.resize = json.loads(meta[METADATA_KEYS["resize"]])
         self.class_names: list[str] = json.loads(meta.get(METADATA_KEYS["class_names"], "[]"))
         self.metadata = dict(meta)
+        outputs = [o.name for o in self.session.get_outputs()]
+        #: Whether the model predicts masks (a fourth output, MASK_OUTPUT).
+        self.has_masks = MASK_OUTPUT in outputs
+        self.output_names = [*OUTPUT_NAMES, MASK_OUTPUT] if self.has_masks else list(OUTPUT_NAMES)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """The model's input for an (H, W, 3) uint8 image in :attr:`input_format`: (3, h, w)
@@ -125,7 +134,7 @@ class OnnxPredictor:
                 image = image[:, :, ::-1]
         height, width = image.shape[:2]
         tensor = self.preprocess(image)
-        boxes, scores, classes = self.session.run(list(OUTPUT_NAMES), {"image": tensor})
+        boxes, scores, classes, *masks = self.session.run(self.output_names, {"image": tensor})
         # Back to the original pixels, then clipped to the image, as detector_postprocess does.
         scale = np.array([width / tensor.shape[2], height / tensor.shape[1]] * 2, dtype=np.float32)
         boxes = boxes * scale
@@ -135,4 +144,8 @@ class OnnxPredictor:
         names = [
             self.class_names[c] if 0 <= c < len(self.class_names) else "" for c in classes[keep]
         ]
-        return Detections(boxes[keep], scores[keep], classes[keep], names, (height, width))
+        pasted = None
+        if masks:
+            # Pasted on the final boxes, at the image's size, as detector_postprocess does.
+            pasted = paste_masks(masks[0][keep], boxes[keep], height, width)
+        return Detections(boxes[keep], scores[keep], classes[keep], names, (height, width), pasted)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Parity", "compare_detections"]
+__all__ = ["Parity", "compare_detections", "mask_iou"]
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Parity:
     unmatched: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))
     at_cut: int = 0  # unmatched ones explained by the max_detections cut
     at_nms_threshold: int = 0  # unmatched ones explained by an IoU at the NMS threshold
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # (first, second) indices
 
     @property
     def unexplained(self) -> int:
@@ -81,7 +82,7 @@ def compare_detections(
     boxes_b, scores_b, classes_b = (np.asarray(x) for x in second)
     used = np.zeros(len(scores_b), dtype=bool)
     box_diff = score_diff = 0.0
-    unmatched_a = []
+    unmatched_a, pairs = [], []
     for i in np.argsort(-scores_a, kind="stable"):
         d_box = np.abs(boxes_b - boxes_a[i]).max(axis=1) if len(boxes_b) else np.zeros(0)
         d_score = np.abs(scores_b - scores_a[i])
@@ -94,6 +95,7 @@ def compare_detections(
         # The closest candidate, so that near-duplicates pair up with their own twin.
         j = int(np.flatnonzero(fits)[np.argmin(d_box[fits])])
         used[j] = True
+        pairs.append((int(i), j))
         box_diff = max(box_diff, float(d_box[j]))
         score_diff = max(score_diff, float(d_score[j]))
     unmatched_b = [int(j) for j in np.flatnonzero(~used)]
@@ -122,4 +124,15 @@ def compare_detections(
         (sorted(unmatched_a), unmatched_b),
         at_cut,
         at_nms,
+        sorted(pairs),
     )
+
+
+def mask_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """IoU of each pair of binary masks ``first[k]``, ``second[k]`` ((N, H, W) each); 1 where
+    both are empty."""
+    first = np.asarray(first, dtype=bool).reshape(len(first), -1)
+    second = np.asarray(second, dtype=bool).reshape(len(second), -1)
+    inter = (first & second).sum(axis=1)
+    union = (first | second).sum(axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

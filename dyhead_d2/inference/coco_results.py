@@ -76,8 +76,10 @@ def coco_results(
     instances: Instances, image_id: int | str, ids: DatasetIds | None = None
 ) -> list[dict]:
     """Detections as COCO results: ``image_id``, ``category_id`` (the dataset's, see
-    :class:`DatasetIds`), ``bbox`` [x, y, width, height] in the instances' pixels, ``score``;
-    in the instances' order (highest score first for Detectron2's detectors).
+    :class:`DatasetIds`), ``bbox`` [x, y, width, height] in the instances' pixels, ``score``,
+    and for a mask model ``segmentation``, each mask as COCO's compressed RLE (``{"size": [H,
+    W], "counts": str}``); in the instances' order (highest score first for Detectron2's
+    detectors).
 
     Detectron2's ``instances_to_coco_json`` writes the records; their contiguous class indices
     then become the dataset's category ids, as ``COCOEvaluator`` does before it evaluates."""
@@ -88,6 +90,8 @@ def coco_results(
         scores=instances.scores.detach().cpu(),
         pred_classes=instances.pred_classes.detach().cpu(),
     )
+    if instances.has("pred_masks"):
+        plain.pred_masks = instances.pred_masks.detach().cpu()
     results = instances_to_coco_json(plain, image_id)
     for r in results:
         r["category_id"] = ids.category_id(r["category_id"])

@@ -1,4 +1,4 @@
-"""Pictures of detections: boxes, class names and scores drawn on the image.
+"""Pictures of detections: boxes, masks, class names and scores drawn on the image.
 
 Drawn with Detectron2's ``Visualizer`` where it can be imported. It imports OpenCV (``cv2``) at
 module level, which Detectron2 does not install (it needs it only for masks); without OpenCV the
@@ -59,24 +59,37 @@ def draw_detections(
     """Draw ``instances`` (boxes in ``image_rgb``'s pixels) on an (H, W, 3) uint8 RGB image.
 
     Each box gets its class colour and a "name score%" label, names from ``metadata``'s
-    ``thing_classes``. Returns an RGB uint8 image of ``scale`` times the size (exactly H x W
-    for ``scale=1``). ``use_visualizer``: None picks Detectron2's ``Visualizer`` when it can
-    be imported; False draws with matplotlib here.
+    ``thing_classes``; a mask model's ``pred_masks`` (N, H, W) are drawn too, filled in the
+    same colour. Returns an RGB uint8 image of ``scale`` times the size (exactly H x W for
+    ``scale=1``). ``use_visualizer``: None picks Detectron2's ``Visualizer`` when it can be
+    imported; False draws with matplotlib here.
     """
     instances = instances.to("cpu")
     class_names = metadata.get("thing_classes", None) if metadata is not None else None
     labels = detection_labels(instances, class_names)
     colors = _class_colors(instances.pred_classes.tolist())
     boxes = instances.pred_boxes.tensor.numpy()
+    masks = instances.pred_masks.numpy().astype(bool) if instances.has("pred_masks") else None
     if use_visualizer is None:
         use_visualizer = visualizer_available()
     if use_visualizer:
         from detectron2.utils.visualizer import Visualizer
 
         vis = Visualizer(image_rgb, metadata, scale=scale)
-        out = vis.overlay_instances(boxes=boxes, labels=labels, assigned_colors=colors)
+        out = vis.overlay_instances(boxes=boxes, labels=labels, masks=masks, assigned_colors=colors)
         return out.get_image()
+    if masks is not None:
+        image_rgb = _fill_masks(image_rgb, masks, colors)
     return _draw(image_rgb, boxes, labels, colors, scale)
+
+
+def _fill_masks(image_rgb, masks, colors, alpha: float = 0.5) -> np.ndarray:
+    """Each mask's pixels blended with its colour, lowest score first (drawn over by better
+    detections), as Visualizer fills them."""
+    out = image_rgb.astype(np.float32)
+    for mask, color in reversed(list(zip(masks, colors))):
+        out[mask] = (1 - alpha) * out[mask] + alpha * 255.0 * np.asarray(color[:3])
+    return out.round().clip(0, 255).astype(np.uint8)
 
 
 def _draw(image_rgb, boxes, labels, colors, scale: float) -> np.ndarray:

@@ -20,12 +20,16 @@ test_names = L(coco_dataset)(
 num_classes = L(coco_num_classes)(json_file="${dataset.train_json}")
 
 
-def use_custom_dataset(dataloader, train):
+def use_custom_dataset(dataloader, train, masks: bool = False):
     """Point a recipe's loaders at the dataset.* files; keep images without annotations for
     training (ATSS learns from negatives; dataloader.train.dataset.filter_empty=True drops them)
-    and scale the schedule when the total batch differs from the recipe's."""
+    and scale the schedule when the total batch differs from the recipe's. ``masks``: a mask
+    recipe, whose annotations must have segmentations (checked when the splits register)."""
     dataloader.train.dataset.names = train_names
     dataloader.train.dataset.filter_empty = False
     dataloader.test.dataset.names = test_names
+    if masks:
+        dataloader.train.dataset.names.need_masks = True
+        dataloader.test.dataset.names.need_masks = True
     train.reference_batch_size = dataloader.train.total_batch_size
     train.epochs = 0
