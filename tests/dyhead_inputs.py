@@ -3,7 +3,7 @@ of the DyHead tests."""
 
 import torch
 
-from dyhead_d2 import DyHeadBlock
+from dyhead_d2 import DyHead, DyHeadBlock
 
 C = 16  # GroupNorm(16) needs a multiple of 16 channels; kept tiny so the reference is quick.
 
@@ -48,3 +48,10 @@ def perturb_block(block):
 def pyramid(batch=2, sizes=((13, 19), (7, 10), (4, 5)), channels=C, seed=1):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, channels, h, w, generator=g) for h, w in sizes]
+
+
+def make_tower(**kw):
+    """A two-block DyHead of C channels with the authors' options (``kw`` overrides them)."""
+    args = dict(offset_mode="official", dcn_bias=True, zero_init_offset=False, init_style="authors")
+    args.update(kw)
+    return DyHead(C, C, num_blocks=2, **args)

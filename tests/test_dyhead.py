@@ -6,7 +6,7 @@ import torch
 from dyhead_d2 import DyHead, DyHeadBlock
 from dyhead_d2.layers import OFFSET_MODES, read_high_branch_offset
 
-from .dyhead_inputs import C, make_block, pyramid
+from .dyhead_inputs import C, make_block, make_tower, pyramid
 from .reference_dyhead import read_offset, reference_block
 
 
@@ -86,12 +86,6 @@ def test_batch_is_per_image(offset_mode):
         single = block([f[n : n + 1] for f in feats])
         for b, s in zip(batched, single):
             torch.testing.assert_close(b[n : n + 1], s, atol=1e-5, rtol=1e-5)
-
-
-def make_tower(**kw):
-    args = dict(offset_mode="official", dcn_bias=True, zero_init_offset=False, init_style="authors")
-    args.update(kw)
-    return DyHead(C, C, num_blocks=2, **args)
 
 
 def test_tower_shapes_any_levels():

@@ -36,7 +36,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from dyhead_d2.config import load_config  # noqa: E402
 
 from .d2_models import make_input  # noqa: E402
-from .test_train_net import QUICKSTART, ROOT, TINY  # noqa: E402
+from .tiny_quickstart import QUICKSTART, ROOT, TINY  # noqa: E402
 
 CUDA = torch.device("cuda", 0)
 R50 = "configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py"

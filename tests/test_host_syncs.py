@@ -15,8 +15,12 @@ from dyhead_d2.layers import DyHead  # noqa: E402
 
 from .cuda_proxies import DeviceSyncCounter  # noqa: E402
 from .d2_models import make_input  # noqa: E402
-from .test_train_net import QUICKSTART, ROOT, TINY  # noqa: E402
-from .tiny_quickstart import make_lively  # noqa: E402
+from .tiny_quickstart import (  # noqa: E402
+    QUICKSTART,
+    ROOT,
+    TINY,
+    make_lively,  # noqa: E402
+)
 
 
 def quickstart_on_cuda_settings(num_blocks=2):

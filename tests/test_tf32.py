@@ -10,7 +10,7 @@ from dyhead_d2 import DyHead
 from dyhead_d2.benchmark.tf32 import tf32
 
 from .cuda_proxies import emulate_tf32_convolutions, round_to_tf32
-from .test_dyhead import make_tower, perturb_block, pyramid
+from .dyhead_inputs import make_tower, perturb_block, pyramid
 
 
 def test_round_to_tf32_keeps_10_mantissa_bits_ties_away_from_zero():
