@@ -120,7 +120,9 @@ def test_cuda_test_rows_run_the_marked_tests_of_the_given_folder(tmp_path):
         "def test_unmarked(): assert False\n"
     )
     (row,) = dc.cuda_test_rows(str(tests), timeout=120)
-    assert row.value == 1 and row.note == "of 2: 1 failed, 0 errors, 0 skipped"
+    assert row.value == 1 and row.note == (
+        "of 2: 1 failed, 0 errors, 0 skipped; float32 comparisons with TF32 off"
+    )
     assert row.setting == f"pytest -m cuda {tests} (exit 1)"
     # The package does not ship its tests: without a folder the row says they did not run.
     (row,) = dc.cuda_test_rows(None)

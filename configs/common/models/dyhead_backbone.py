@@ -41,6 +41,9 @@ backbone = L(DyHeadBackbone)(
     # every level is exactly half the previous one. MMDetection's simple setting pads to 32
     # (less padding, the coarse levels rounded up). Each model config states its value.
     size_divisibility=None,
+    # "auto": channels-last for CPU inference (faster convolutions), contiguous in training and
+    # on GPUs; "contiguous" or "channels_last" force one layout. The same outputs up to rounding.
+    memory_format="auto",
 )
 
 
