@@ -51,7 +51,12 @@ Benchmarks (``--which``):
   The ratios are the reference's time over each; the differences are those of the detections of
   eager and onnxruntime. Needs the deploy extra (onnx, onnxruntime); the export takes a minute
   and is not timed.
-  (``c``, ``d`` and ``f`` need detectron2; their sizes are ``--detector-size`` and
+* ``g``: what padding costs (``model.backbone.size_divisibility``): the project's detector of
+  (c), prepared as in (c), with images padded to a multiple of 32 and of 128 (the reproduction
+  setting's), same weights: inference on one ``--detector-size`` image (``g/inference``) and a
+  training step on that image with six random boxes (``g/train``). The ratio is the time with
+  128 over the time with 32; the header gives both padded sizes.
+  (``c``, ``d``, ``f`` and ``g`` need detectron2; their sizes are ``--detector-size`` and
   ``--train-size``, and they ignore ``--sizes``, ``--blocks`` and ``--channels``.)
 
 Peak memory (largest over the timed runs): on CUDA, ``torch.cuda.max_memory_allocated`` minus

@@ -18,8 +18,9 @@ DETECTOR_CONFIG = "COCO/atss_dyhead_R_50_caffe_FPN_1x.py"
 
 
 def detector_builder(offset_mode: str = "official"):
-    """``builder(deform_impl, memory_format="auto") -> (model, make_inputs)`` for the authors'
-    ATSS + DyHead R-50 (``memory_format``: ``DyHeadBackbone``'s)."""
+    """``builder(deform_impl, memory_format="auto", size_divisibility=None) -> (model,
+    make_inputs)`` for the authors' ATSS + DyHead R-50 (``memory_format`` and
+    ``size_divisibility``: ``DyHeadBackbone``'s; None is the config's)."""
     from detectron2.config import instantiate
     from detectron2.structures import Boxes, Instances
 
@@ -42,9 +43,12 @@ def detector_builder(offset_mode: str = "official"):
             inputs.append({"image": image, "instances": inst})
         return inputs
 
-    def build(deform_impl, memory_format="auto"):
+    default_padding = cfg.model.backbone.size_divisibility
+
+    def build(deform_impl, memory_format="auto", size_divisibility=None):
         cfg.model.backbone.dyhead.deform_impl = deform_impl
         cfg.model.backbone.memory_format = memory_format
+        cfg.model.backbone.size_divisibility = size_divisibility or default_padding
         torch.manual_seed(0)  # same weights for both
         return instantiate(cfg.model), make_inputs
 

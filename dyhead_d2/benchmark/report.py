@@ -22,7 +22,7 @@ def make_reporter(header: str, results: list):
                 f"   peak {format_mib(t.peak):>10}{saved}"
             )
         first, last = timings[names[0]], timings[names[-1]]
-        if key.startswith("e/"):
+        if key.startswith(("e/", "g/")):  # two settings of the project, not a reference
             meaning = f"time of {names[-1]} / time of {names[0]}"
             ratio, cpu_ratio = last.median / first.median, last.cpu_median / first.cpu_median
             print(

@@ -2,7 +2,8 @@
 
 Benchmarks: (a), (b) :mod:`~dyhead_d2.benchmark.towers`, (e)
 :mod:`~dyhead_d2.benchmark.plain_block`, (c), (d) :mod:`~dyhead_d2.benchmark.detector`, (f)
-:mod:`~dyhead_d2.benchmark.deployed`. The tool's docstring describes each and how it measures.
+:mod:`~dyhead_d2.benchmark.deployed`, (g) :mod:`~dyhead_d2.benchmark.padding`. The tool's
+docstring describes each and how it measures.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from .towers import (
 
 __all__ = ["BENCHMARKS", "DETECTOR_BENCHMARKS", "build_parser", "main", "run"]
 
-BENCHMARKS = ("a", "b", "c", "d", "e", "f")
-DETECTOR_BENCHMARKS = ("c", "d", "f")  # need detectron2; run once per device
+BENCHMARKS = ("a", "b", "c", "d", "e", "f", "g")
+DETECTOR_BENCHMARKS = ("c", "d", "f", "g")  # need detectron2; run once per device
 
 
 def _which(text: str) -> list[str]:
@@ -57,9 +58,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument(
-        "--which", default="a,b,e", type=_which, help="comma-separated subset of a,b,c,d,e,f"
+        "--which", default="a,b,e", type=_which, help="comma-separated subset of a,b,c,d,e,f,g"
     )
-    p.add_argument("--detector-size", default="800x1216", help="image HxW of (c)")
+    p.add_argument("--detector-size", default="800x1216", help="image HxW of (c), (f), (g)")
     p.add_argument("--train-size", default="512x512", help="image HxW of the two images of (d)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     return p
@@ -108,11 +109,14 @@ def run(args: argparse.Namespace) -> list[dict]:
             report = make_reporter(header, results)
             from .deployed import deployed_inference
             from .detector import detector_builder, detector_inference, training_step
+            from .padding import padding_cost
 
             builder = detector_builder(args.offset_mode)
             for w in detector:
                 if w == "f":
                     deployed_inference(args, device, report)
+                elif w == "g":
+                    padding_cost(builder, args, device, report)
                 else:
                     step = detector_inference if w == "c" else training_step
                     step(builder, args, device, report)
