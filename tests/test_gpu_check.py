@@ -73,9 +73,13 @@ def test_numbers_are_positive_and_implementations_agree(table):
         if r["unit"] in ("s", "s/iter", "img/s"):
             assert r["value"] > 0, r
         elif r["unit"] == "max|diff|":
-            # float32 rounding, relative to the largest value of the compared tensor.
+            # float32 rounding, relative to the largest value of the compared tensor. The detector
+            # rows compare the authors' model as written with the project's as Predictor runs it
+            # (FrozenBN folded, channels-last on a CPU): other kernels, other rounding, which
+            # DyHead's offsets carry to its sampling positions (bound as benchmark (c)'s test).
             relative = float(re.match(r"relative (\S+)", r["note"]).group(1))
-            assert 0 <= relative < 1e-4 and r["value"] < 1e-2, r
+            bound = 1e-3 if r["check"].startswith("detector") else 1e-4
+            assert 0 <= relative < bound and r["value"] < 1e-2, r
         elif r["check"] == "training peak memory":
             assert r["value"] is None and r["note"] == "CUDA only"  # measured on CUDA only
     (det,) = [r for r in table if r["check"] == "detections cpu vs device"]

@@ -2,21 +2,9 @@
 """A device check in one run and one table: CUDA tests, deform_impl, speed, memory, agreement.
 
 For the R-50 reproduction detector (configs/COCO/atss_dyhead_R_50_caffe_FPN_1x.py) with random,
-<<<<<<< HEAD
 trained-like weights (see dyhead_d2.benchmark.device_check), it prints: the CUDA tests (those marked
-"cuda" in the checkout's tests/ or --tests PATH, passed of collected; they skip without a GPU); the
-DyHead tower (6 blocks, 256 ch, an 800x1216 image's P3..P7) and the detector (1 image 800x1333),
-forward and forward + backward, deform_impl "torchvision" vs "sampled", with the max |difference|
-between the two; a training iteration of Detectron2's trainer (4 images 800x1333, the config's SGD)
-in float32 and with AMP (AMPTrainer: float16 + GradScaler on CUDA; bfloat16 autocast on CPU):
-s/iteration and peak torch.cuda.max_memory_allocated; inference, batch 1 800x1333, images/s in
-float32 and AMP; the detections of one image on the CPU (torchvision's op) vs the device
-(deform_impl "auto"). The timing harness is tools/benchmark.py's (dyhead_d2.benchmark.timing).
-MMDetection's published figures (13.2 img/s, 5.4 GB; V100-class GPUs, 4 GPUs x 4 images, their
-protocol) stand beside ours for scale only.
-=======
-trained-like weights (see dyhead_d2.benchmark.device_check), it prints: the CUDA tests (passed of
-collected; they skip without a GPU, and compare float32 with TF32 off); how far a small DyHead
+"cuda" in the checkout's tests/ or --tests PATH, passed of collected; they skip without a GPU,
+and compare float32 with TF32 off); how far a small DyHead
 tower's float32 outputs and gradients on the device are from the CPU's, with TF32 off and on
 (cuDNN convolutions and matrix products); the DyHead tower (6 blocks, 256 ch, an 800x1216 image's
 P3..P7) and the detector (1 image 800x1333), forward and forward + backward, deform_impl
@@ -29,7 +17,6 @@ device (deform_impl "auto"), on CUDA with TF32 off and on. The
 timing harness is tools/benchmark.py's (dyhead_d2.benchmark.timing). MMDetection's published
 figures (13.2 img/s, 5.4 GB; V100-class GPUs, 4 GPUs x 4 images, their protocol) stand beside
 ours for scale only.
->>>>>>> h-cuda
 
     python tools/gpu_check.py                        # on the GPU, full sizes (a few minutes)
     python tools/gpu_check.py --tests PATH           # the tests marked "cuda" under PATH

@@ -138,8 +138,8 @@ def run(args: argparse.Namespace) -> list[Row]:
     model, make_inputs = build("sampled")  # trained-like weights, made once on the CPU
     state = trained_like_state(model, make_inputs(1, parse_size(SIZES["detector_size"][1])))
 
-    def build_trained_like(impl):
-        model, make_inputs = build(impl)
+    def build_trained_like(impl, **options):  # options: the builder's (memory_format, ...)
+        model, make_inputs = build(impl, **options)
         model.load_state_dict(state)
         return model, make_inputs
 
